@@ -1,0 +1,319 @@
+"""Training behaviour as fastai callbacks: history, per-batch log, checkpoints, resizing.
+
+Epochs are numbered globally across fine-tune's two phases (`offset`), so history rows,
+checkpoints and resizing agree on one count. Epochs that a resumed fit skips (fastai's
+SkipToEpoch raises CancelEpochException, yet after_epoch still fires) are ignored here.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelValidException
+from fastai.callback.progress import CSVLogger
+
+from .loaders import set_size
+from .runs import is_rank0
+
+
+class EpochAware(Callback):
+    """Knows the global epoch and whether fastai is only skipping this one."""
+
+    def __init__(self, offset: int = 0):
+        self.offset = offset
+
+    @property
+    def gepoch(self) -> int:
+        return self.offset + self.epoch
+
+    def before_epoch(self):
+        self.skipped = False
+
+    def after_cancel_epoch(self):
+        self.skipped = True
+
+
+class HistoryCSV(CSVLogger, EpochAware):
+    """fastai's CSVLogger, one row per global epoch (with phase and size), across phases and resumes."""
+
+    def __init__(self, fname: Path, offset: int = 0, phase: str = "one-cycle", log=None):
+        CSVLogger.__init__(self, fname=fname, append=True)
+        EpochAware.__init__(self, offset)
+        self.phase, self.log_fn, self.skipped = phase, log, False
+
+    def before_fit(self):
+        self.rank0 = is_rank0()
+        if not self.rank0:
+            return
+        new = not self.fname.exists() or self.fname.stat().st_size == 0
+        self.file = self.fname.open("a")
+        if new:
+            self.file.write(",".join(list(self.recorder.metric_names) + ["phase", "size"]) + "\n")
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+
+    def _write_line(self, log):
+        if self.skipped:
+            return  # a resumed fit passing over an epoch done before
+        row = [self.gepoch] + list(log[1:]) + [self.phase, getattr(self.learn, "cur_size", "")]
+        self.file.write(",".join("" if _nan(t) else str(t) for t in row) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        if self.log_fn:
+            vals = " ".join(f"{n} {_fmt(v)}" for n, v in zip(self.recorder.metric_names[1:], log[1:]))
+            self.log_fn(f"epoch {self.gepoch}: {vals} ({self.phase}, {row[-1]}px)")
+        self.old_logger([self.gepoch] + list(log[1:]))
+
+    def after_fit(self):
+        if self.rank0:
+            CSVLogger.after_fit(self)
+
+
+class BatchLog(EpochAware):
+    """Per-batch training loss (raw and smoothed) and learning rate, for the learning curve."""
+
+    order = 55  # after Recorder has updated smooth_loss
+
+    def __init__(self, fname: Path, offset: int = 0):
+        super().__init__(offset)
+        self.fname = Path(fname)
+
+    def before_fit(self):
+        self.rows, self.rank0 = [], is_rank0()
+        self.seen = getattr(self.learn, "samples_seen", 0)
+
+    def after_batch(self):
+        if not self.training or not self.rank0:
+            return
+        bs = len(self.yb[0]) * int(os.environ.get("WORLD_SIZE", "1") or 1)
+        self.seen += bs
+        self.rows.append((self.gepoch, self.iter, self.seen, self.loss.item(), float(self.smooth_loss.item()),
+                          self.opt.hypers[-1]["lr"]))
+
+    def after_epoch(self):
+        self.learn.samples_seen = self.seen
+        if self.skipped or not self.rank0 or not self.rows:
+            return
+        new = not self.fname.exists()
+        with self.fname.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", "iter", "samples", "loss", "smooth_loss", "lr"])
+            w.writerows(self.rows)
+        self.rows = []
+
+
+def _fmt(v) -> str:
+    if _nan(v):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+class ValidEvery(EpochAware):
+    """Validate every `every` epochs, at the last epoch of each image size and at the last epoch;
+    skipped epochs get empty validation columns (fastai's CancelValidException, so the Recorder
+    logs no stale numbers). On a 2-core CPU a full validation pass is ~11 % of a run."""
+
+    order = -10  # before the Recorder (50) resets its validation metrics
+
+    def __init__(self, every: int, schedule: list[tuple[int, int]], total: int, offset: int = 0):
+        super().__init__(offset)
+        self.every, self.total = every, total
+        self.ends = {e - 1 for e, _ in schedule if e > 0} | {total - 1}
+
+    def wanted(self, gepoch: int) -> bool:
+        return self.every <= 1 or (gepoch + 1) % self.every == 0 or gepoch in self.ends
+
+    def before_validate(self):
+        self.cancelled = False
+        if not self.wanted(self.gepoch):
+            raise CancelValidException()
+
+    def after_cancel_validate(self):
+        self.cancelled = True
+
+    def after_validate(self):
+        if getattr(self, "cancelled", False):  # keep the columns aligned with metric_names
+            rec = self.recorder
+            rec.log += [float("nan")] * (len(rec.metric_names) - len(rec.log) - 1)
+
+
+def rng_state(dls=None) -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": [np.asarray(x).tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()]}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    if dls is not None:
+        st["dl"] = dls.train.rng.getstate()
+    return st
+
+
+def set_rng_state(st: dict, dls=None) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(_tuplify(st["python"]))
+    n = st["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+    if dls is not None and "dl" in st:
+        dls.train.rng.setstate(_tuplify(st["dl"]))
+
+
+def _tuplify(x):
+    return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def plain(obj):
+    """Containers and numbers torch.load(weights_only=True) accepts (fastai's L, numpy scalars)."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def load_opt_state(opt, sd: dict) -> None:
+    from fastcore.foundation import L
+
+    opt.load_state_dict({"state": sd["state"], "hypers": L(sd["hypers"])})
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write then rename: a kill mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Checkpoint(EpochAware):
+    """Every epoch: last.pth (model, optimizer, epoch, RNG), and best.pth when `monitor` improves.
+
+    fastai's SaveModelCallback(every_epoch, with_opt) saves in place; this one writes atomically
+    and carries what an exact resume needs.
+    """
+
+    order = 61  # after Recorder (50) and the history logger (60)
+
+    def __init__(self, models_dir: Path, offset: int = 0, phase: str = "one-cycle", monitor="accuracy",
+                 best: float | None = None):
+        super().__init__(offset)
+        self.dir, self.phase, self.monitor = Path(models_dir), phase, monitor
+        self.best = best
+
+    def after_epoch(self):
+        if self.skipped or not is_rank0():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        names = list(self.recorder.metric_names[1:])
+        rec = dict(zip(names, self.recorder.final_record))
+        model = self.learn.model
+        model = getattr(model, "module", model)  # DDP
+        model = getattr(model, "_orig_mod", model)  # torch.compile
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        value = rec.get(self.monitor)
+        value = None if value is None or _nan(float(value)) else float(value)
+        ckpt = {
+            "model": state, "opt": plain(self.learn.opt.state_dict()), "epoch": self.gepoch, "phase": self.phase,
+            "rng": rng_state(self.dls), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
+            "samples_seen": getattr(self.learn, "samples_seen", 0), "best": self.best,
+            "time": time.time(),
+        }
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+            ckpt["best"] = value
+            atomic_save({"model": state, "epoch": self.gepoch, self.monitor: value}, self.dir / "best.pth")
+        atomic_save(ckpt, self.dir / "last.pth")
+
+
+def _num(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class FinalPreds(Callback):
+    """Keeps the last epoch's validation predictions, so the evaluation after training reuses
+    them instead of another full pass (what fastai's get_preds would compute: probabilities,
+    targets, unreduced losses, in loader order)."""
+
+    order = 70
+
+    def before_validate(self):
+        self.keep = self.epoch == self.n_epoch - 1
+        self.probs, self.targs, self.losses = [], [], []
+
+    def after_batch(self):
+        if self.training or not getattr(self, "keep", False) or not len(self.yb):
+            return
+        with self.learn.loss_not_reduced():
+            loss = self.learn.loss_func(self.learn.pred, *self.yb)
+        act = getattr(self.learn.loss_func, "activation", lambda x: x)
+        self.probs.append(act(self.learn.pred).detach().float().cpu())
+        self.targs.append(self.yb[0].detach().cpu().as_subclass(torch.Tensor))
+        self.losses.append(loss.detach().float().cpu())
+
+    def after_validate(self):
+        if getattr(self, "keep", False) and self.probs:
+            self.learn.final_preds = (torch.cat(self.probs), torch.cat(self.targs), torch.cat(self.losses))
+
+
+class ProgressiveResize(EpochAware):
+    """fastai's progressive resizing inside one one-cycle schedule: `schedule` is
+    [(first epoch, size), ...] (TrainConfig.schedule), applied before each epoch."""
+
+    order = -20
+
+    def __init__(self, schedule: list[tuple[int, int]], offset: int = 0, log=None):
+        super().__init__(offset)
+        self.sched, self.log_fn = sorted(schedule), log
+
+    def size_at(self, epoch: int) -> int:
+        return [s for e, s in self.sched if e <= epoch][-1] if epoch >= self.sched[0][0] else self.sched[0][1]
+
+    def before_epoch(self):
+        super().before_epoch()
+        s = self.size_at(self.gepoch)
+        if getattr(self.learn, "cur_size", None) != s:
+            set_size(self.dls, s)
+            if self.log_fn and getattr(self.learn, "cur_size", None) is not None:
+                self.log_fn(f"progressive resizing: {self.learn.cur_size}px -> {s}px at epoch {self.gepoch}")
+            self.learn.cur_size = s
+
+
+class ModelInputs(Callback):
+    """Inputs reach the model as plain tensors (fastai's TensorImage subclass dispatch costs ~12 %
+    of an AlexNet step on CPU, measured), in channels_last when asked (faster convolutions with
+    oneDNN on CPU and cuDNN on GPU). fastai restores the types when it decodes batches."""
+
+    order = -1
+
+    def __init__(self, channels_last: bool = True):
+        self.channels_last = channels_last
+
+    def before_fit(self):
+        if self.channels_last:
+            self.learn.model.to(memory_format=torch.channels_last)
+
+    def before_batch(self):
+        x = self.learn.xb[0]
+        if isinstance(x, torch.Tensor):
+            x = x.as_subclass(torch.Tensor)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.learn.xb = (x, *self.learn.xb[1:])

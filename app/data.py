@@ -1,0 +1,395 @@
+"""The dataset: find it, check it, list its readable images, and build fastai DataLoaders.
+
+ImageNet layout: ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG. Imagenette synsets are
+shown with human names; any other folder name is its own label. Class order is the sorted
+folder order everywhere (vocab, figures, exports), as in torchvision's ImageFolder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError, NetworkError
+from .images import BadImage, is_image_name, open_rgb
+from .settings import SHARED_DATA, cache_root
+
+IMAGENETTE = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
+SPLITS = ("train", "val")
+
+
+def human_name(folder: str) -> str:
+    return IMAGENETTE.get(folder, folder)
+
+
+@dataclass
+class Item:
+    path: Path
+    split: str  # "train" | "val"
+    label: int  # index into Dataset.classes
+
+
+@dataclass
+class Dataset:
+    """A scanned dataset: readable images, and every file left out with the reason."""
+
+    root: Path
+    classes: list[str]  # folder names (synsets), sorted: the class index order
+    items: list[Item]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    modes: Counter = field(default_factory=Counter)  # Pillow modes of the readable files
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [human_name(c) for c in self.classes]
+
+    def split(self, split: str) -> list[Item]:
+        return [it for it in self.items if it.split == split]
+
+    def counts(self) -> dict[str, list[int]]:
+        out = {s: [0] * len(self.classes) for s in SPLITS}
+        for it in self.items:
+            out[it.split][it.label] += 1
+        return out
+
+    def fingerprint(self) -> str:
+        """Changes when any file, label or split changes (stat-based, cheap)."""
+        h = hashlib.sha256()
+        for it in sorted(self.items, key=lambda i: str(i.path)):
+            st = it.path.stat()
+            rel = it.path.relative_to(self.root).as_posix()
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{it.label}\n".encode())
+        return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- locating the data
+
+
+def resolve_data(data: str | Path | None) -> Path:
+    """--data, else the shared copy beside the checkout, else a real download (offline: one line)."""
+    if data:
+        return Path(data).expanduser()
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    return download_imagenette()
+
+
+def download_imagenette(dest: Path | None = None) -> Path:
+    """fastai's downloader for the archive, then a safe extraction (tarfile filter='data')."""
+    dest = Path(dest or cache_root() / "datasets")
+    target = dest / "imagenette2-320"
+    if (target / "train").is_dir():
+        return target
+    try:
+        from fastdownload import FastDownload
+
+        archive = FastDownload(base=str(dest), archive="archive", data="data").download(
+            IMAGENETTE_URL
+        )
+    except Exception as e:  # urllib/HTTP errors have many types; all mean "no download"
+        reason = str(getattr(e, "reason", "") or e).splitlines()[0][:120]
+        raise NetworkError(
+            f"could not download Imagenette from {IMAGENETTE_URL} ({reason}); "
+            "no network? pass --data PATH to a folder with train/ and val/"
+        ) from None
+    extract_archive(Path(archive), dest)
+    return target
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract with the 'data' filter: no absolute paths, no '..', no links outside `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"cannot extract {archive}: {e}") from None
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def walk_images(folder: Path, skipped: list) -> list[Path]:
+    """Files under `folder`, following directory symlinks but never into a loop."""
+    out, seen, stack = [], set(), [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            real = os.path.realpath(d)
+        except OSError:
+            skipped.append((str(d), "symlink loop"))
+            continue
+        if real in seen:
+            skipped.append((str(d), "symlink loop (directory already visited)"))
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((str(d), f"cannot list folder: {e.strerror}"))
+            continue
+        for e in entries:
+            p = Path(e.path)
+            try:
+                is_dir = e.is_dir()  # follows symlinks; ELOOP raises
+            except OSError:
+                skipped.append((str(p), "symlink loop"))
+                continue
+            if is_dir:
+                if e.is_symlink() and _is_ancestor(os.path.realpath(p), real):
+                    skipped.append((str(p), "symlink loop (points to a folder above it)"))
+                else:
+                    stack.append(p)
+            elif e.name.startswith("."):
+                continue  # .DS_Store and friends
+            elif is_image_name(p):
+                out.append(p)
+            else:
+                skipped.append((str(p), "not an image file name"))
+    return sorted(out)
+
+
+def _is_ancestor(a: str, b: str) -> bool:
+    """True when folder `a` is `b` or contains it."""
+    return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def _check_one(path: str) -> tuple[str | None, str]:
+    """(reason, source mode): reason is None when the file decodes fully."""
+    import warnings
+
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                mode = im.mode
+    except Exception:
+        mode = ""
+    try:
+        open_rgb(path)
+    except BadImage as e:
+        return str(e), ""
+    return None, mode
+
+
+class _Verdicts:
+    """Decode verdicts per file, remembered by (size, mtime) so a re-scan only re-checks changes."""
+
+    def __init__(self, root: Path):
+        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+        self.file = cache_root() / f"{root.resolve().name}-{key}" / "verdicts.json"
+        try:
+            self.data = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    def get(self, path: Path, st: os.stat_result):
+        v = self.data.get(str(path))
+        if v and v[0] == st.st_size and v[1] == st.st_mtime_ns:
+            return v[2], v[3]
+        return None
+
+    def put(self, path: Path, st: os.stat_result, reason, mode):
+        self.data[str(path)] = [st.st_size, st.st_mtime_ns, reason, mode]
+
+    def save(self):
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.data))
+            os.replace(tmp, self.file)
+        except OSError:
+            pass  # a read-only cache only costs a re-check next time
+
+
+def check_layout(root: Path) -> dict[str, list[str]]:
+    """Class folders per split; DataError (one line) for every layout problem."""
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"data path is not a folder: {root}")
+    folders = {}
+    for s in SPLITS:
+        d = root / s
+        if not d.is_dir():
+            raise DataError(
+                f"{root} has no '{s}/' folder (expected {root}/train/<class>/ and {root}/val/<class>/)"
+            )
+        try:
+            folders[s] = sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+        except OSError as e:
+            raise DataError(f"cannot list {d}: {e.strerror}") from None
+    if len(folders["train"]) < 2:
+        raise DataError(
+            f"{root}/train has {len(folders['train'])} class folder(s); a classifier needs at least 2"
+        )
+    extra = sorted(set(folders["val"]) - set(folders["train"]))
+    if extra:
+        raise DataError(f"class folder(s) in {root}/val but not in train: {', '.join(extra)}")
+    return folders
+
+
+def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None) -> Dataset:
+    """List and check a dataset. `verify` decodes every image (remembered between runs)."""
+    root = Path(root)
+    folders = check_layout(root)
+    classes = folders["train"]
+    skipped: list[tuple[str, str]] = []
+    files: list[tuple[Path, str, int]] = []
+    for s in SPLITS:
+        for label, c in enumerate(classes):
+            if c not in folders[s]:
+                continue
+            for p in walk_images(root / s / c, skipped):
+                files.append((p, s, label))
+    counts = Counter((s, label) for _, s, label in files)
+    for s in SPLITS:
+        for label, c in enumerate(classes):
+            if c in folders[s] and counts[(s, label)] == 0:
+                raise DataError(f"empty class folder: {root / s / c} (no image files)")
+    if not any(s == "val" for _, s, _ in files):
+        raise DataError(f"{root}/val has no images")
+
+    verdicts = _Verdicts(root)
+    todo, stats = [], {}
+    for i, (p, _, _) in enumerate(files):
+        try:
+            st = p.stat()
+        except OSError as e:
+            stats[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None)
+            continue
+        known = verdicts.get(p, st) if verify else (None, "?")
+        if known is None:
+            todo.append((i, st))
+        else:
+            stats[i] = known
+    if todo:
+        paths = [str(files[i][0]) for i, _ in todo]
+        results = _map_checks(paths, progress, workers)
+        for (i, st), (reason, mode) in zip(todo, results):
+            stats[i] = (reason, mode)
+            verdicts.put(files[i][0], st, reason, mode)
+        verdicts.save()
+
+    items, modes = [], Counter()
+    for i, (p, s, label) in enumerate(files):
+        reason, mode = stats[i]
+        if reason is None:
+            items.append(Item(p, s, label))
+            modes[mode] += 1
+        else:
+            skipped.append((str(p), reason))
+    ds = Dataset(root, classes, items, skipped, modes)
+    after = ds.counts()
+    for s in SPLITS:
+        for label, c in enumerate(classes):
+            if c in folders[s] and after[s][label] == 0:
+                raise DataError(f"class '{c}' in {s} has no readable image (all skipped)")
+    missing_val = [c for c in classes if c not in folders["val"]]
+    if missing_val:
+        ds.warnings.append(f"no val folder for: {', '.join(missing_val)} (their metrics are undefined)")
+    return ds
+
+
+def _map_checks(paths: list[str], progress, workers: int | None):
+    workers = workers or min(len(paths) // 256 + 1, os.cpu_count() or 1)
+    task = progress.add_task("checking images", total=len(paths)) if progress else None
+    out = []
+    if workers <= 1:
+        for p in paths:
+            out.append(_check_one(p))
+            if progress:
+                progress.advance(task)
+        return out
+    with ProcessPoolExecutor(workers) as ex:
+        for r in ex.map(_check_one, paths, chunksize=64):
+            out.append(r)
+            if progress:
+                progress.advance(task)
+    return out
+
+
+def write_skipped(skipped: list[tuple[str, str]], path: Path) -> None:
+    """The skip list as CSV (path, reason), so nothing is lost silently."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        w.writerows(skipped)
+
+
+def describe(root: str | Path, console, verify: bool = True, progress=None) -> Dataset:
+    """`python -m app data DIR`: classes, counts per split, image modes, every file skipped and why."""
+    from rich.table import Table
+
+    ds = scan(Path(root), verify=verify, progress=progress)
+    counts = ds.counts()
+    t = Table(title=f"{ds.root}  ({len(ds.classes)} classes)", title_justify="left")
+    for col, just in (("#", "right"), ("folder", "left"), ("class", "left"), ("train", "right"), ("val", "right")):
+        t.add_column(col, justify=just)
+    for i, c in enumerate(ds.classes):
+        t.add_row(str(i), c, human_name(c), str(counts["train"][i]), str(counts["val"][i]))
+    t.add_row("", "", "[bold]total", f"[bold]{sum(counts['train'])}", f"[bold]{sum(counts['val'])}")
+    console.print(t)
+    if verify:
+        modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
+        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
+    for w in ds.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if ds.skipped:
+        console.print(f"[yellow]skipped {len(ds.skipped)} file(s):[/]")
+        for p, why in ds.skipped[:50]:
+            console.print(f"  {p}: {why}", soft_wrap=True)
+        if len(ds.skipped) > 50:
+            console.print(f"  ... and {len(ds.skipped) - 50} more")
+    else:
+        console.print("problems found: none")
+    return ds
+
+
+def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes: list[str] | None = None,
+                seed: int = 0) -> Path:
+    """A class-balanced random subset of an ImageNet-style dataset, copied to `dst` (must not exist)."""
+    import random
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    folders = check_layout(src)
+    if dst.exists():
+        raise DataError(f"{dst} already exists; nothing was overwritten")
+    chosen = classes or folders["train"]
+    unknown = [c for c in chosen if c not in folders["train"]]
+    if unknown:
+        raise DataError(f"no such class in {src}/train: {', '.join(unknown)}")
+    rng = random.Random(seed)
+    for split, n in (("train", train), ("val", val)):
+        for c in chosen:
+            files = [p for p in walk_images(src / split / c, []) if p.is_file()]
+            for p in rng.sample(files, min(n, len(files))):
+                out = dst / split / c / p.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, out)
+    return dst

@@ -1,0 +1,142 @@
+"""Evaluation: one pass of predictions over the validation set, then scikit-learn metrics,
+fastai's ClassificationInterpretation (confusion, most confused, top losses), optional TTA,
+and every figure, written into the run directory."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.interpret import ClassificationInterpretation
+
+from .runs import is_rank0, load_run, write_json
+
+
+class Interp(ClassificationInterpretation):
+    """fastai's ClassificationInterpretation over predictions computed once (fastai recomputes
+    them for the confusion matrix; on a CPU that is a second full pass)."""
+
+    def __init__(self, learn, dl, probs, targs, losses):
+        super().__init__(learn, dl, losses)
+        self.probs, self.targs = probs, targs
+
+    @classmethod
+    def compute(cls, learn, dl=None):
+        """One prediction pass, or none when training just kept its last validation pass."""
+        kept = getattr(learn, "final_preds", None) if dl is None else None
+        dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
+        if kept is not None and len(kept[1]) == len(dl.items):
+            return cls(learn, dl, *kept)
+        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
+        return cls(learn, dl, probs, targs, losses)
+
+    def confusion_matrix(self):
+        n = len(self.vocab)
+        d, t = self.probs.argmax(1), self.targs
+        return torch.bincount(t * n + d, minlength=n * n).reshape(n, n).numpy()
+
+
+def metrics_from(probs, targs, vocab) -> dict:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    y, p = np.asarray(targs), np.asarray(probs).argmax(1)
+    labels = list(range(len(vocab)))
+    P, R, F, S = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
+    mp, mr, mf, _ = precision_recall_fscore_support(y, p, labels=labels, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y, p)),
+        "precision_macro": float(mp),
+        "recall_macro": float(mr),
+        "f1_macro": float(mf),
+        "n": int(len(y)),
+        "per_class": {
+            name: {"precision": float(P[i]), "recall": float(R[i]), "f1": float(F[i]), "support": int(S[i])}
+            for i, name in enumerate(vocab)
+        },
+    }
+
+
+def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figures: bool = True,
+                     ds=None) -> dict:
+    """Metrics, interpretation and figures for `learn` on its validation set, into `run`."""
+    from . import figures as fig
+
+    run = Path(run)
+    interp = Interp.compute(learn)
+    vocab = list(learn.dls.vocab)
+    m = metrics_from(interp.probs, interp.targs, vocab)
+    m["confusion"] = interp.confusion_matrix().tolist()
+    m["most_confused"] = [[str(a), str(p), int(n)] for a, p, n in interp.most_confused(min_val=1)[:20]]
+    m["classes"] = vocab
+    m["size"] = getattr(learn, "cur_size", cfg.size)
+    if tta:
+        tp, tt = learn.tta(dl=learn.dls.valid)
+        t = metrics_from(tp, tt, vocab)
+        m["tta"] = {k: t[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}
+    if not is_rank0():
+        return m
+    old = run / "metrics.json"
+    if old.is_file() and not tta:  # keep a TTA result an earlier evaluate computed
+        from .runs import read_json
+
+        prev = read_json(old)
+        if "tta" in prev and prev.get("n") == m["n"]:
+            m["tta"] = prev["tta"]
+    write_json(run / "metrics.json", m)
+    _write_top_losses(interp, run / "top_losses.csv", ds)
+    log(format_metrics(m))
+    if figures:
+        fig.all_figures(learn, run, m, interp, ds=ds, log=log)
+    return m
+
+
+def _write_top_losses(interp, path: Path, ds=None) -> None:
+    """Every validation image, worst first: what `review` steps through."""
+    losses, idx = interp.top_losses()
+    vocab = list(interp.vocab)
+    files = item_paths(interp.dl, ds)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "actual", "predicted", "probability", "loss", "top3"])
+        for loss, i in zip(losses.tolist(), idx.tolist()):
+            pr = interp.probs[i]
+            top = pr.topk(min(3, len(vocab)))
+            top3 = ";".join(f"{vocab[j]}:{p:.3f}" for p, j in zip(top.values.tolist(), top.indices.tolist()))
+            w.writerow([files[i], vocab[int(interp.targs[i])], vocab[int(pr.argmax())],
+                        f"{float(pr.max()):.4f}", f"{loss:.4f}", top3])
+
+
+def item_paths(dl, ds=None) -> list[str]:
+    """File paths for a loader's items (DataBlock: paths already; fast loader: cache rows)."""
+    items = list(dl.items)
+    if items and isinstance(items[0], (int, np.integer)):
+        reader_rows = _cache_paths(dl)
+        return [reader_rows[int(r)] for r in items]
+    return [str(p) for p in items]
+
+
+def _cache_paths(dl) -> list[str]:
+    import json
+
+    m = json.loads((dl.reader.file.parent / "manifest.json").read_text())
+    root = Path(m["root"])
+    return [str(root / r[0]) for r in m["rows"]]
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  "
+             f"recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']})"]
+    if "tta" in m:
+        lines.append(f"with TTA: accuracy {m['tta']['accuracy']:.4f}  F1 {m['tta']['f1_macro']:.4f}")
+    return "\n".join(lines)
+
+
+def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: str | None = None,
+                 console=None) -> dict:
+    """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it."""
+    log = console.print if console else print
+    learn, cfg, ds = load_run(run, which=which, data=data, log=log)
+    learn.cur_size = cfg.size
+    return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds)

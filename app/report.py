@@ -1,0 +1,192 @@
+"""report.html: one self-contained page per run (figures embedded, no network, no scripts),
+and `compare`: several runs' settings and metrics in one table."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+from .errors import RunError
+from .figures import FIGURES
+from .runs import load_config, read_json
+
+CAPTIONS = {
+    "samples": "Dataset samples (training images, human class names)",
+    "loss": "Training and validation loss per epoch",
+    "accuracy": "Validation accuracy per epoch",
+    "curve": "Learning curve: per-batch training loss, validation loss at epoch ends, learning rate",
+    "overall": "Overall metrics",
+    "confusion": "Confusion matrix (counts and row-normalised)",
+    "per_class": "Per-class precision, recall and F1",
+    "architecture": "Model architecture (from the real model)",
+    "top_losses": "Top losses (fastai plot_top_losses)",
+    "lr_find": "Learning-rate finder",
+}
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:24px}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 10px;border-bottom:2px solid #dde1e7;padding-bottom:4px}
+.sub{color:#5b6475;margin:0 0 16px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:12px 18px;min-width:140px}
+.card b{display:block;font-size:24px} .card span{color:#5b6475;font-size:13px}
+table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;font-size:13.5px}
+td,th{padding:4px 10px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
+th{background:#eef1f5} td.n{text-align:right;font-variant-numeric:tabular-nums}
+figure{background:#fff;border:1px solid #dde1e7;border-radius:8px;margin:0 0 18px;padding:12px}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{color:#5b6475;font-size:13px;margin-top:6px;text-align:center}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:16px}
+.thumb{width:72px;height:72px;object-fit:cover;border-radius:4px}
+.cols{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"data:image/png;base64,{data}"
+
+
+def _thumb(path: str, size: int = 96) -> str:
+    from .images import BadImage, open_rgb
+
+    try:
+        im = open_rgb(path, min_size=size)
+    except BadImage:
+        return ""
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=80)
+    return f'<img class="thumb" alt="{html.escape(Path(path).name)}" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r)
+        ) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(x) -> str:
+    return f"{100 * float(x):.2f}%"
+
+
+def write_report(run: str | Path) -> Path:
+    run = Path(run)
+    cfg, meta = load_config(run)
+    m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
+    e = html.escape
+    parts = [f"<h1>{e(run.name)}</h1>",
+             f'<p class="sub">{e(cfg.command)} · preset {e(cfg.preset)} · weights {e(cfg.weights)} · '
+             f'{e(str(meta.get("device", "")))} · {e(str(meta.get("created", "")))} · status {e(str(meta.get("status", "")))}</p>']
+    if m:
+        cards = [("accuracy", m["accuracy"]), ("macro precision", m["precision_macro"]),
+                 ("macro recall", m["recall_macro"]), ("macro F1", m["f1_macro"])]
+        if "tta" in m:
+            cards.append(("accuracy with TTA", m["tta"]["accuracy"]))
+        parts.append('<div class="cards">' + "".join(
+            f'<div class="card"><b>{_pct(v)}</b><span>{e(k)}</span></div>' for k, v in cards) + "</div>")
+        parts.append(f'<p class="sub">on {m["n"]} validation images at {m.get("size", cfg.size)} px</p>')
+
+    parts.append("<h2>Configuration</h2>")
+    conf = [[e(k), e(str(v))] for k, v in cfg.to_dict().items() if k != "extra"]
+    for k in ("data_fingerprint", "seed", "fit_seconds", "peak_rss_mb", "world_size"):
+        if k in meta:
+            conf.append([e(k), e(str(meta[k]))])
+    vers = [[e(k), e(str(v))] for k, v in meta.get("versions", {}).items()]
+    parts.append(f'<div class="cols">{_table(["setting", "value"], conf)}{_table(["library", "version"], vers)}</div>')
+
+    if m:
+        parts.append("<h2>Metrics per class</h2>")
+        rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
+                for n, v in m["per_class"].items()]
+        rows.append(["<b>macro average</b>", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
+                     _pct(m["f1_macro"]), m["n"]])
+        parts.append(_table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4}))
+        parts.append("<h2>Most confused pairs</h2>")
+        mc = [[e(a), e(p), n] for a, p, n in m.get("most_confused", [])[:15]]
+        parts.append(_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>")
+
+    hist = run / "history.csv"
+    if hist.is_file():
+        with open(hist, newline="") as f:
+            rows = list(csv.reader(f))
+        if rows:
+            parts.append("<h2>Training history</h2>")
+            parts.append(_table(rows[0], [[e(c) for c in r] for r in rows[1:]], set(range(1, len(rows[0]) - 2))))
+
+    figs = [(k, run / "figures" / f) for k, f in FIGURES.items() if (run / "figures" / f).is_file()]
+    if figs:
+        parts.append("<h2>Figures</h2>")
+        wide = {"samples", "confusion", "architecture", "top_losses", "curve"}
+        small = [f for f in figs if f[0] not in wide]
+        for k, p in figs:
+            if k in wide:
+                parts.append(f'<figure><img alt="{e(CAPTIONS[k])}" src="{_img(p)}"><figcaption>{e(CAPTIONS[k])}</figcaption></figure>')
+        if small:
+            parts.append('<div class="grid">' + "".join(
+                f'<figure><img alt="{e(CAPTIONS[k])}" src="{_img(p)}"><figcaption>{e(CAPTIONS[k])}</figcaption></figure>'
+                for k, p in small) + "</div>")
+
+    tl = run / "top_losses.csv"
+    if tl.is_file():
+        with open(tl, newline="") as f:
+            rows = list(csv.DictReader(f))[:16]
+        parts.append("<h2>Top losses</h2>")
+        parts.append(_table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
+            [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
+             r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5}))
+
+    sk = run / "skipped.csv"
+    if sk.is_file():
+        with open(sk, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        parts.append(f"<h2>Skipped files ({len(rows)})</h2>")
+        parts.append(_table(["path", "reason"], [[e(a), e(b)] for a, b in rows[:200]]) if rows else "<p>none</p>")
+    if (run / "summary.txt").is_file():
+        parts.append("<h2>learn.summary()</h2><pre style='background:#fff;border:1px solid #dde1e7;padding:10px;"
+                     f"overflow:auto;font-size:12px'>{e((run / 'summary.txt').read_text())}</pre>")
+
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width,initial-scale=1"><title>{e(run.name)}: report</title>'
+            f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(parts)}</main></body></html>')
+    out = run / "report.html"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def compare_runs(runs: list[Path], console) -> list[dict]:
+    from rich.table import Table
+
+    t = Table(title="runs", title_justify="left")
+    cols = ["run", "command", "preset", "weights", "epochs", "size", "lr", "bs", "loader", "wall s", "fit s",
+            "accuracy", "precision", "recall", "F1", "TTA acc"]
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="right" if i >= 4 and c != "loader" else "left")
+    out = []
+    for r in runs:
+        cfg, meta = load_config(r)
+        if not (Path(r) / "metrics.json").is_file():
+            raise RunError(f"{r} has no metrics.json (run `python -m app evaluate {r}` first)")
+        m = read_json(Path(r) / "metrics.json")
+        row = {"run": str(r), "device": meta.get("device"), "command": cfg.command, "preset": cfg.preset,
+               "weights": cfg.weights, "epochs": cfg.epochs, "size": cfg.size, "progressive": cfg.progressive,
+               "lr": cfg.lr, "bs": cfg.bs, "loader": cfg.loader, "wall_s": meta.get("wall_seconds"),
+               "fit_s": meta.get("fit_seconds"), **{k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
+               "tta_accuracy": m.get("tta", {}).get("accuracy")}
+        out.append(row)
+        t.add_row(str(r), cfg.command, cfg.preset, cfg.weights, str(cfg.epochs), str(cfg.size), f"{cfg.lr:g}",
+                  str(cfg.bs), cfg.loader, str(row["wall_s"] or ""), str(row["fit_s"] or ""), _pct(row["accuracy"]),
+                  _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
+                  _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else "")
+    console.print(t)
+    return out

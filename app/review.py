@@ -1,0 +1,378 @@
+"""Interactive top-loss review in any terminal (fastai's ImageClassifierCleaner needs Jupyter).
+
+Step through the images with the highest loss: the image drawn in the terminal (Sixel or
+Kitty graphics where supported, coloured half-cells otherwise), actual and predicted class,
+probability, loss, top 3. Keys keep, relabel, mark for removal, go back, quit. Every decision
+is appended to RUN/decisions.csv at once (the last row per file wins), so a killed session
+loses nothing and the next one resumes at the first undecided image.
+
+`--apply` moves relabelled files to their new class folder and removed files to
+ROOT/quarantine/<time>/, writing a manifest there; `--undo` moves them back. Nothing is
+deleted, nothing is written outside the dataset root.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AppError, DataError, RunError
+from .runs import load_config
+
+DECISIONS = "decisions.csv"
+FIELDS = ["path", "decision", "new_class", "actual", "predicted", "loss", "time"]
+KINDS = ("keep", "relabel", "remove")
+
+
+@dataclass
+class Entry:
+    path: str
+    actual: str
+    predicted: str
+    probability: float
+    loss: float
+    top3: str
+    split: str = "val"
+
+
+# ------------------------------------------------------------------ what to review
+
+
+def load_entries(run: Path, include_train: bool = False) -> list[Entry]:
+    """Worst first: RUN/top_losses.csv (computed now if evaluate has not written it)."""
+    run = Path(run)
+    f = run / "top_losses.csv"
+    if not f.is_file():
+        from .evaluate import evaluate_run
+
+        evaluate_run(run)
+    entries = _read_losses(f, "val")
+    if include_train:
+        ft = run / "top_losses_train.csv"
+        if not ft.is_file():
+            _train_losses(run, ft)
+        entries += _read_losses(ft, "train")
+    return sorted(entries, key=lambda e: -e.loss)
+
+
+def _read_losses(f: Path, split: str) -> list[Entry]:
+    with open(f, newline="") as fh:
+        return [Entry(r["path"], r["actual"], r["predicted"], float(r["probability"]), float(r["loss"]), r["top3"], split)
+                for r in csv.DictReader(fh)]
+
+
+def _train_losses(run: Path, out: Path) -> None:
+    """One pass over the training images without augmentation (they are the labels most worth checking)."""
+    from .evaluate import Interp, _write_top_losses
+    from .runs import load_run
+
+    learn, cfg, ds = load_run(run, log=lambda *_: None)
+    dl = learn.dls.train.new(shuffle=False, drop_last=False)
+    dl.dataset.split_idx = 1  # validation transforms: no augmentation
+    _write_top_losses(Interp.compute(learn, dl), out, ds)
+
+
+class Decisions:
+    """The decisions CSV: append-only on disk, last row per path wins."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.latest: dict[str, dict] = {}
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                for r in csv.DictReader(f):
+                    self.latest[r["path"]] = r
+
+    def record(self, e: Entry, decision: str, new_class: str = "") -> dict:
+        assert decision in KINDS
+        row = {"path": e.path, "decision": decision, "new_class": new_class, "actual": e.actual,
+               "predicted": e.predicted, "loss": f"{e.loss:.4f}", "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+        self.latest[e.path] = row
+        return row
+
+    def get(self, path: str) -> dict | None:
+        return self.latest.get(path)
+
+
+# ------------------------------------------------------------------ the terminal UI
+
+
+def run_tui(run: Path, include_train: bool = False, graphics: str = "auto") -> None:
+    run = Path(run)
+    load_config(run)
+    entries = load_entries(run, include_train)
+    missing = [e for e in entries if not Path(e.path).exists()]
+    entries = [e for e in entries if Path(e.path).exists()]
+    if not entries:
+        raise AppError(f"nothing to review in {run} ({len(missing)} listed files no longer exist)", code=7)
+    app = make_app(run, entries, graphics=graphics)
+    app.run()
+    if missing:
+        print(f"skipped {len(missing)} file(s) listed in top_losses.csv that no longer exist")
+    d = Decisions(run / DECISIONS)
+    print(f"{len(d.latest)} decision(s) in {run / DECISIONS}; apply them with: python -m app review {run} --apply")
+
+
+def _image_widget(graphics: str):
+    import textual_image.widget as tw
+
+    return {"kitty": tw.TGPImage, "sixel": tw.SixelImage, "halfcell": tw.HalfcellImage,
+            "unicode": tw.UnicodeImage}.get(graphics, tw.Image)
+
+
+def make_app(run: Path, entries: list[Entry], graphics: str = "auto"):
+    """The Textual app (a function so tests can drive it with Textual's pilot)."""
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding
+    from textual.containers import Horizontal, Vertical
+    from textual.widgets import Footer, Header, OptionList, Static
+
+    from .images import BadImage, open_rgb
+
+    cfg, meta = load_config(run)
+    classes = meta.get("classes", [])
+    ImageWidget = _image_widget(graphics)
+
+    class ReviewApp(App):
+        TITLE = f"review {run.name}"
+        CSS = """
+        #body { height: 1fr; }
+        #picture { width: 1fr; height: 100%; content-align: center middle; }
+        #info { width: 46; padding: 0 1; border-left: solid $accent; }
+        #classes { display: none; height: auto; max-height: 14; }
+        #classes.open { display: block; }
+        """
+        BINDINGS = [
+            Binding("k", "keep", "keep"), Binding("r", "relabel", "relabel"),
+            Binding("x", "remove", "remove"), Binding("delete", "remove", "remove", show=False),
+            Binding("b", "back", "back"), Binding("left", "back", "back", show=False),
+            Binding("n", "next", "skip"), Binding("right", "next", "skip", show=False),
+            Binding("q", "quit", "quit"), Binding("escape", "cancel", "cancel", show=False),
+        ]
+
+        def __init__(self):
+            super().__init__()
+            self.entries, self.decisions = entries, Decisions(run / DECISIONS)
+            undecided = [i for i, e in enumerate(entries) if self.decisions.get(e.path) is None]
+            self.pos = undecided[0] if undecided else 0
+
+        def compose(self) -> ComposeResult:
+            yield Header()
+            with Horizontal(id="body"):
+                yield ImageWidget(id="picture")
+                with Vertical(id="info"):
+                    yield Static(id="details")
+                    yield OptionList(*[f"{i}  {c}" for i, c in enumerate(classes)], id="classes")
+            yield Footer()
+
+        def on_mount(self):
+            self.show()
+
+        @property
+        def entry(self) -> Entry:
+            return self.entries[self.pos]
+
+        def show(self):
+            e = self.entry
+            try:
+                self.query_one("#picture").image = open_rgb(e.path, min_size=256)
+            except BadImage:
+                self.query_one("#picture").image = None
+            d = self.decisions.get(e.path)
+            state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
+            top = "\n".join(f"  {c} {float(p):.3f}" for c, p in (t.split(":") for t in e.top3.split(";") if ":" in t))
+            done = sum(1 for x in self.entries if self.decisions.get(x.path))
+            self.query_one("#details", Static).update(
+                f"[b]{self.pos + 1} / {len(self.entries)}[/]  ({done} decided)\n\n"
+                f"[dim]{e.split}[/] {Path(e.path).name}\n[dim]{Path(e.path).parent}[/]\n\n"
+                f"actual:     [b]{e.actual}[/]\npredicted:  [b]{e.predicted}[/]\n"
+                f"probability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{top}\n\n"
+                f"decision:   [b]{state}[/]\n\n[dim]k keep · r relabel · x remove · b back · n skip · q quit[/]"
+            )
+
+        def advance(self):
+            if self.pos < len(self.entries) - 1:
+                self.pos += 1
+            self.show()
+
+        def decide(self, kind, new_class=""):
+            self.decisions.record(self.entry, kind, new_class)
+            self.advance()
+
+        def action_keep(self):
+            self.decide("keep")
+
+        def action_remove(self):
+            self.decide("remove")
+
+        def action_relabel(self):
+            ol = self.query_one("#classes", OptionList)
+            ol.add_class("open")
+            ol.focus()
+
+        def action_cancel(self):
+            self.query_one("#classes", OptionList).remove_class("open")
+
+        def on_option_list_option_selected(self, event):
+            self.action_cancel()
+            new = classes[event.option_index]
+            if new == self.entry.actual:
+                self.decide("keep")
+            else:
+                self.decide("relabel", new)
+
+        def action_back(self):
+            if self.pos > 0:
+                self.pos -= 1
+            self.show()
+
+        def action_next(self):
+            self.advance()
+
+    return ReviewApp()
+
+
+# ------------------------------------------------------------------ applying decisions
+
+
+def _inside(root: Path, p: Path) -> bool:
+    try:
+        p.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def plan_moves(run: Path, stamp: str) -> tuple[Path, list[dict], list[tuple[str, str]]]:
+    """(dataset root, moves to make, problems skipped) for the decisions of `run`; removed files
+    go to ROOT/quarantine/<stamp>/."""
+    run = Path(run)
+    cfg, meta = load_config(run)
+    root = Path(cfg.data)
+    if not (run / DECISIONS).is_file():
+        raise RunError(f"{run} has no {DECISIONS}: review it first (python -m app review {run})")
+    classes = meta.get("classes", [])
+    synsets = meta.get("synsets") or classes
+    folder_of = dict(zip(classes, synsets))
+    moves, problems = [], []
+    for path, r in Decisions(run / DECISIONS).latest.items():
+        p = Path(path)
+        if r["decision"] == "keep":
+            continue
+        if r["decision"] not in KINDS:
+            problems.append((path, f"unknown decision {r['decision']!r}"))
+            continue
+        if not _inside(root, p) or p.is_symlink():
+            problems.append((path, "outside the dataset root (refused)"))
+            continue
+        if not p.is_file():
+            problems.append((path, "no longer present"))
+            continue
+        rel = p.resolve().relative_to(root.resolve())
+        if r["decision"] == "remove":
+            dest = root / "quarantine" / stamp / rel
+        else:
+            folder = folder_of.get(r["new_class"])
+            if folder is None or "/" in folder or folder in ("..", "."):
+                problems.append((path, f"unknown class {r['new_class']!r}"))
+                continue
+            dest = root / rel.parts[0] / folder / p.name
+        if not _inside(root, dest):
+            problems.append((path, "destination outside the dataset root (refused)"))
+            continue
+        if dest.exists():
+            problems.append((path, f"destination exists: {dest}"))
+            continue
+        moves.append({"kind": r["decision"], "from": str(p.resolve()), "to": str(dest.resolve()),
+                      "new_class": r["new_class"]})
+    return root, moves, problems
+
+
+def apply_decisions(run: Path, console, assume_yes: bool = False) -> Path | None:
+    from rich.prompt import Confirm
+    from rich.table import Table
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root, moves, problems = plan_moves(run, stamp)
+    for path, why in problems:
+        console.print(f"[yellow]skipped[/] {path}: {why}", soft_wrap=True)
+    if not moves:
+        console.print("nothing to apply")
+        return None
+    t = Table(title=f"{len(moves)} move(s) in {root}", title_justify="left")
+    t.add_column("action")
+    t.add_column("from")
+    t.add_column("to")
+    for m in moves:
+        t.add_row(m["kind"] + (f" -> {m['new_class']}" if m["new_class"] else ""),
+                  str(Path(m["from"]).relative_to(root.resolve())), str(Path(m["to"]).relative_to(root.resolve())))
+    console.print(t)
+    if not assume_yes and not Confirm.ask("apply these moves?", default=False, console=console):
+        console.print("nothing was changed")
+        return None
+    if not _writable(root):
+        raise DataError(f"{root} is read-only; copy the dataset somewhere writable and review that copy")
+    qdir = root / "quarantine" / stamp
+    qdir.mkdir(parents=True, exist_ok=True)
+    manifest = {"run": str(Path(run).resolve()), "root": str(root.resolve()), "created": stamp, "moves": [], "undone": False}
+    mf = qdir / "manifest.json"
+    for m in moves:
+        Path(m["to"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(m["from"], m["to"])
+        manifest["moves"].append(m)
+        mf.write_text(json.dumps(manifest, indent=2))  # after every move: a crash leaves an exact record
+    console.print(f"moved {len(moves)} file(s); manifest {mf}; undo with: python -m app review {run} --undo")
+    return mf
+
+
+def _writable(root: Path) -> bool:
+    import os
+
+    return os.access(root, os.W_OK) and all(os.access(root / s, os.W_OK) for s in ("train", "val") if (root / s).exists())
+
+
+def undo_apply(run: Path, console, assume_yes: bool = False) -> Path | None:
+    from rich.prompt import Confirm
+
+    cfg, _ = load_config(Path(run))
+    root = Path(cfg.data)
+    manifests = sorted((root / "quarantine").glob("*/manifest.json"))
+    live = [m for m in manifests if not json.loads(m.read_text()).get("undone")]
+    if not live:
+        console.print("nothing to undo")
+        return None
+    mf = live[-1]
+    manifest = json.loads(mf.read_text())
+    moves = manifest["moves"]
+    console.print(f"undo {len(moves)} move(s) from {mf}")
+    if not assume_yes and not Confirm.ask("move them back?", default=False, console=console):
+        console.print("nothing was changed")
+        return None
+    back = 0
+    for m in reversed(moves):
+        src, dst = Path(m["to"]), Path(m["from"])
+        if not (_inside(root, src) and _inside(root, dst)):
+            console.print(f"[yellow]skipped[/] {src}: outside the dataset root (refused)")
+        elif not src.exists():
+            console.print(f"[yellow]skipped[/] {src}: no longer present")
+        elif dst.exists():
+            console.print(f"[yellow]skipped[/] {src}: {dst} exists again")
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dst))
+            back += 1
+    manifest["undone"] = True
+    mf.write_text(json.dumps(manifest, indent=2))
+    console.print(f"moved {back} file(s) back")
+    return mf

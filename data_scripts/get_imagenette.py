@@ -1,0 +1,19 @@
+"""Download Imagenette (320 px) with fastai's downloader and extract it safely (tarfile 'data' filter).
+
+  python data_scripts/get_imagenette.py [DEST]
+Offline this fails with one line; point the app at a local copy with --data PATH instead.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.data import download_imagenette  # noqa: E402
+from app.errors import AppError  # noqa: E402
+
+if __name__ == "__main__":
+    try:
+        print(download_imagenette(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
+    except AppError as e:
+        sys.exit(f"error: {e}")

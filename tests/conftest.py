@@ -1,0 +1,106 @@
+"""Shared fixtures: small real subsets of the shared Imagenette copy, built once per session,
+private cache/runs/models folders, and a helper that runs the CLI exactly as a user types it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data" / "imagenette2-224"
+# Four classes that differ in colour and shape, so a few epochs from random init clearly beat chance.
+EASY = ["n01440764", "n03028079", "n03445777", "n03888257"]  # tench, church, golf ball, parachute
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains a model for more than a few seconds")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_dirs(tmp_path_factory):
+    """Caches, runs and exports of the tests never touch the user's folders."""
+    base = tmp_path_factory.mktemp("appdirs")
+    env = {"APP_CACHE_DIR": str(base / "cache"), "APP_RUNS_DIR": str(base / "runs"),
+           "APP_MODELS_DIR": str(base / "models"), "APP_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield base
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def need_shared():
+    if not SHARED.is_dir():
+        pytest.skip(f"real data not found at {SHARED}")
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """4 classes x (40 train + 15 val) real images."""
+    need_shared()
+    from app.data import make_subset
+
+    return make_subset(SHARED, tmp_path_factory.mktemp("data") / "small", 40, 15, classes=EASY, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """4 classes x (8 train + 4 val) real images: for plumbing, not accuracy."""
+    need_shared()
+    from app.data import make_subset
+
+    return make_subset(SHARED, tmp_path_factory.mktemp("data") / "tiny", 8, 4, classes=EASY, seed=2)
+
+
+def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
+    """`python -m app ARGS` in a new process, as a user types it."""
+    e = {**os.environ, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=cwd, env=e, capture_output=True,
+                       text=True, timeout=timeout, input=input)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
+    return p
+
+
+def assert_one_line_error(p, code: int, *words):
+    """Non-zero exit with the given code, one line on stderr naming what and where, no traceback."""
+    assert p.returncode == code, f"exit {p.returncode} != {code}\n{p.stdout}\n{p.stderr}"
+    err = p.stderr.strip()
+    assert "Traceback" not in err and "Traceback" not in p.stdout, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 or " ".join(lines).startswith("error:"), err
+    for w in words:
+        assert w.lower() in " ".join(lines).lower(), f"{w!r} not in {err!r}"
+
+
+def assert_png(path: Path, min_side: int = 200):
+    """A valid PNG, of a real size, not blank (more than one colour, real variance)."""
+    path = Path(path)
+    assert path.is_file(), f"missing {path}"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    with Image.open(path) as im:
+        im.load()
+        assert min(im.size) >= min_side, f"{path} is only {im.size}"
+        a = np.asarray(im.convert("L"), dtype=np.float32)
+    assert a.std() > 5, f"{path} looks blank (std {a.std():.1f})"
+    assert len(np.unique(a)) > 16, f"{path} has almost no content"
+
+
+FIT_ARGS = ["--size", 64, "--bs", 16, "--lr", 1e-3, "--seed", 7]
+
+
+@pytest.fixture(scope="session")
+def fitted(small_data, tmp_path_factory):
+    """8 epochs from random init on 160 real training images (4 classes), evaluated: (run, process)."""
+    run = tmp_path_factory.mktemp("fit") / "run"
+    p = run_cli("fit-one-cycle", "--data", small_data, "--epochs", 8, *FIT_ARGS, "--out", run, check=True)
+    return run, p

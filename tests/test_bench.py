@@ -1,0 +1,23 @@
+"""bench --json on a tiny subset: every promised key, each a positive number."""
+
+import json
+
+from .conftest import need_shared, run_cli
+
+KEYS = ["ceiling_train_img_s", "fastai_train_img_s", "fast_train_img_s", "fast_vs_ceiling", "fast_vs_fastai",
+        "fastai_loader_img_s", "fast_loader_img_s", "predict_folder_pickle_img_s", "predict_folder_bundle_img_s",
+        "predict_loop_img_s", "predict_folder_vs_loop", "cold_predict_bundle_s", "cold_predict_pickle_s",
+        "cold_pickle_vs_bundle", "peak_rss_mb", "cache_build_s"]
+
+
+def test_bench_json_has_every_measure(tmp_path):
+    need_shared()
+    out = tmp_path / "bench.json"
+    p = run_cli("bench", "--images", 64, "--size", 64, "--bs", 16, "--repeats", 1, "--json", out, check=True)
+    res = json.loads(out.read_text())
+    for k in KEYS:
+        assert isinstance(res[k], (int, float)) and res[k] > 0, (k, res.get(k))
+    assert res["size"] == 64 and res["bs"] == 16 and 0 < res["train_images"] <= 64
+    assert res["versions"]["fastai"] and res["device"]
+    assert res["fast_vs_ceiling"] == res["fast_train_img_s"] / res["ceiling_train_img_s"]
+    assert "model-only ceiling" in p.stdout

@@ -1,0 +1,132 @@
+"""The CLI as a user types it: the lr-find -> fine-tune -> export -> predict chain on real images,
+--help everywhere, and every bad input answered with one line and its exit code."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from .conftest import assert_one_line_error, run_cli
+
+COMMANDS = ["data", "lr-find", "fine-tune", "fit-one-cycle", "train", "evaluate", "report", "compare",
+            "review", "export", "predict", "bench"]
+
+
+@pytest.fixture(scope="session")
+def torchvision_sd(tmp_path_factory):
+    """A torchvision-format AlexNet state dict, as a user would bring with --weights PATH."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "alexnet_sd.pth"
+    torch.save(alexnet(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chain(small_data, torchvision_sd, tmp_path_factory):
+    """lr-find -> fine-tune -> export, each a new process; returns the paths they made."""
+    base = tmp_path_factory.mktemp("chain")
+    lf = base / "lrfind"
+    p = run_cli("lr-find", "--data", small_data, "--size", 64, "--bs", 32, "--weights", torchvision_sd, "--out", lf,
+                check=True)
+    ft = base / "finetune"
+    p2 = run_cli("fine-tune", "--data", small_data, "--lr-from", lf, "--freeze-epochs", 1, "--epochs", 2,
+                 "--size", 64, "--bs", 32, "--weights", torchvision_sd, "--out", ft, check=True)
+    pkl = base / "models" / "model.pkl"
+    p3 = run_cli("export", ft, "--to", pkl, check=True)
+    return {"lrfind": lf, "run": ft, "pkl": pkl, "bundle": pkl.with_suffix(""), "outs": (p, p2, p3)}
+
+
+def test_help_shows_every_command_and_defaults():
+    p = run_cli("--help", check=True)
+    for c in COMMANDS:
+        assert c in p.stdout
+    for c in COMMANDS:
+        h = run_cli(c, "--help", check=True).stdout
+        assert "Usage" in h
+    assert "default: 42" in run_cli("fit-one-cycle", "--help").stdout.replace("[", "").replace("]", "")
+    assert "pickle" in run_cli("predict", "--help").stdout.lower()
+
+
+def test_lr_find_writes_suggestions_plot_and_recommendation(chain):
+    d = json.loads((chain["lrfind"] / "lr_find.json").read_text())
+    assert set(d["suggestions"]) == {"valley", "slide", "minimum", "steep"}
+    assert all(v > 0 for v in d["suggestions"].values())
+    assert d["recommended"] == max(d["suggestions"]["valley"], d["suggestions"]["minimum"] / 4)
+    assert (chain["lrfind"] / "figures" / "10_lr_find.png").is_file()
+    assert "recommended lr" in chain["outs"][0].stdout
+
+
+def test_fine_tune_used_the_lr_and_wrote_a_complete_run(chain):
+    run = chain["run"]
+    cfg = json.loads((run / "config.json").read_text())
+    rec = json.loads((chain["lrfind"] / "lr_find.json").read_text())["recommended"]
+    assert cfg["config"]["lr"] == pytest.approx(rec)
+    assert cfg["config"]["command"] == "fine-tune" and cfg["status"] == "finished"
+    assert cfg["versions"]["fastai"] and cfg["device"] and cfg["seed"] == 42
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["phase"] for r in rows] == ["frozen", "unfrozen", "unfrozen"]
+    m = json.loads((run / "metrics.json").read_text())
+    for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0 <= m[k] <= 1
+    for f in ("models/last.pth", "models/best.pth", "train.log", "report.html", "figures/06_confusion_matrix.png"):
+        assert (run / f).is_file(), f
+
+
+def test_export_and_predict_folder_and_file(chain, small_data, tmp_path):
+    assert chain["pkl"].is_file() and (chain["bundle"] / "model.onnx").is_file()
+    folder = small_data / "val" / "n03445777"
+    for model in (chain["bundle"], chain["pkl"]):
+        out = tmp_path / f"{model.name}.csv"
+        p = run_cli("predict", model, folder, "--top-k", 2, "--csv", out, check=True)
+        assert "classified 15 image(s), skipped 0" in p.stdout
+        with open(out) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 15 and set(rows[0]) == {"path", "class_1", "prob_1", "class_2", "prob_2"}
+        assert all(r["class_1"] in {"tench", "church", "golf ball", "parachute"} for r in rows)
+        assert all(0 <= float(r["prob_1"]) <= 1 for r in rows)
+    one = next(folder.iterdir())
+    p = run_cli("predict", chain["bundle"], one, check=True)
+    assert "probability" in p.stdout
+
+
+def test_state_dict_round_trip_keeps_body_weights(torchvision_sd, tiny_data, tmp_path):
+    """--weights PATH through the CLI; training only the head leaves the body exactly as loaded."""
+    run = tmp_path / "headonly"
+    p = run_cli("fine-tune", "--data", tiny_data, "--weights", torchvision_sd, "--freeze-epochs", 1, "--epochs", 0,
+                "--size", 64, "--bs", 16, "--out", run, "--no-evaluate", check=True)
+    assert "body tensors" in p.stdout
+    sd = torch.load(torchvision_sd, weights_only=True)
+    model = torch.load(run / "models" / "last.pth", weights_only=True)["model"]
+    body = {k: v for k, v in sd.items() if k.startswith("features.")}
+    assert len(body) == 10
+    for k, v in body.items():
+        assert torch.equal(model["0.0." + k[len("features."):]], v), k
+
+
+def test_bad_inputs_are_one_line_with_exit_codes(tiny_data, tmp_path, torchvision_sd):
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tmp_path / "nope", "--epochs", 1), 3, "not found", "nope")
+    bad = tmp_path / "bad.pth"
+    sd = torch.load(torchvision_sd, weights_only=True)
+    sd["features.3.weight"] = torch.zeros(10, 64, 5, 5)
+    torch.save(sd, bad)
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--weights", bad, "--size", 64, "--epochs", 1),
+                          4, "features.3.weight", "wrong shape", "(10, 64, 5, 5)")
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--weights", junk, "--epochs", 1), 4, "junk.pth")
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--weights", tmp_path / "none.pth", "--epochs", 1),
+                          4, "not found")
+    exists = tmp_path / "exists"
+    exists.mkdir()
+    (exists / "keep.txt").write_text("mine")
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--out", exists, "--epochs", 1), 5, "already exists")
+    assert (exists / "keep.txt").read_text() == "mine"
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--size", 32, "--epochs", 1), 2, "64")
+    assert_one_line_error(run_cli("predict", tmp_path / "missing.pkl", tiny_data), 4, "not found")
+    assert_one_line_error(run_cli("evaluate", tmp_path / "norun"), 5, "not found")
+    assert_one_line_error(run_cli("predict", tmp_path / "x.pkl", tmp_path / "no-such-dir"), 3, "no such image")
