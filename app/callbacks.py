@@ -154,7 +154,7 @@ def rng_state(dls=None) -> dict:
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     if dls is not None:
-        st["dl"] = dls.train.rng.getstate()
+        st["dl"] = _train_dl(dls).rng.getstate()
     return st
 
 
@@ -166,7 +166,13 @@ def set_rng_state(st: dict, dls=None) -> None:
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
     if dls is not None and "dl" in st:
-        dls.train.rng.setstate(_tuplify(st["dl"]))
+        _train_dl(dls).rng.setstate(_tuplify(st["dl"]))
+
+
+def _train_dl(dls):
+    """The training DataLoader itself, also under DDP (fastai's DistributedDL wraps it as `.dl`)."""
+    dl = dls.train
+    return getattr(dl, "dl", dl) if not hasattr(dl, "rng") else dl
 
 
 def _tuplify(x):

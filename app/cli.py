@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import errors
 from .errors import AppError
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         return errors.INTERRUPTED
     except AppError as e:
-        err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         if os.environ.get("APP_DEBUG"):
             raise
         return e.code
@@ -419,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line unless asked for the traceback
         if os.environ.get("APP_DEBUG"):
             raise
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {first} (APP_DEBUG=1 shows the traceback)",
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [""]
+        first = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+        first = first[:300]  # fastai's "Exception occured in `X` ...:" names the callback; the cause follows
+        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first)} (APP_DEBUG=1 shows the traceback)",
                           soft_wrap=True)
         return errors.INTERNAL

@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from .errors import DataError, NetworkError
 from .images import BadImage, is_image_name, open_rgb
 from .settings import SHARED_DATA, cache_root
@@ -358,11 +360,11 @@ def describe(root: str | Path, console, verify: bool = True, progress=None) -> D
         modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
         console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
     for w in ds.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {escape(str(w))}")
     if ds.skipped:
         console.print(f"[yellow]skipped {len(ds.skipped)} file(s):[/]")
         for p, why in ds.skipped[:50]:
-            console.print(f"  {p}: {why}", soft_wrap=True)
+            console.print(f"  {p}: {why}", soft_wrap=True, markup=False)
         if len(ds.skipped) > 50:
             console.print(f"  ... and {len(ds.skipped) - 50} more")
     else:

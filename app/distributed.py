@@ -105,3 +105,19 @@ def rank0_first(fn):
     if rank() != 0:
         res = fn()
     return res
+
+
+@contextmanager
+def this_process_only():
+    """Rank 0 working alone (evaluation, figures, export) while the others wait at a barrier:
+    fastai gathers predictions across ranks whenever WORLD_SIZE > 1 (to_detach -> maybe_gather),
+    which would wait forever for ranks that are not predicting."""
+    old = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("WORLD_SIZE", None)
+        else:
+            os.environ["WORLD_SIZE"] = old

@@ -207,7 +207,7 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
         console.print(f"... {len(results) - len(shown)} more in the output file")
     console.print(f"classified {len(results)} image(s), skipped {len(skipped)}")
     for p, why in skipped:
-        console.print(f"  skipped {p}: {why}", soft_wrap=True)
+        console.print(f"  skipped {p}: {why}", soft_wrap=True, markup=False)
 
 
 __all__ = ["predict_path", "open_model", "BundlePredictor", "PicklePredictor", "center_crop_resize", "is_image_name"]

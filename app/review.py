@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
+
 from .errors import AppError, DataError, RunError
 from .runs import load_config
 
@@ -306,7 +308,7 @@ def apply_decisions(run: Path, console, assume_yes: bool = False) -> Path | None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     root, moves, problems = plan_moves(run, stamp)
     for path, why in problems:
-        console.print(f"[yellow]skipped[/] {path}: {why}", soft_wrap=True)
+        console.print(f"[yellow]skipped[/] {escape(str(path))}: {escape(str(why))}", soft_wrap=True)
     if not moves:
         console.print("nothing to apply")
         return None
@@ -332,7 +334,7 @@ def apply_decisions(run: Path, console, assume_yes: bool = False) -> Path | None
         shutil.move(m["from"], m["to"])
         manifest["moves"].append(m)
         mf.write_text(json.dumps(manifest, indent=2))  # after every move: a crash leaves an exact record
-    console.print(f"moved {len(moves)} file(s); manifest {mf}; undo with: python -m app review {run} --undo")
+    console.print(f"moved {len(moves)} file(s); manifest {mf}; undo with: python -m app review {run} --undo", markup=False)
     return mf
 
 

@@ -85,7 +85,7 @@ def _logger(run: Path | None, console=None):
     def emit(msg: str, echo: bool = True):
         log.info(msg)
         if echo and is_rank0():
-            (console.print if console else print)(msg)
+            console.print(msg, markup=False) if console else print(msg)  # paths may hold [brackets]
 
     return emit
 
@@ -270,7 +270,8 @@ def train(cfg: TrainConfig, out: str | None = None, console=None, progress=None,
         update_config(run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak))
     log(f"training finished in {fit_s:.0f}s (peak host memory {peak:.0f} MB)")
     if after is not None and is_rank0():  # evaluation on the whole validation set, in one process
-        after(learn, run)
+        with dist.this_process_only():
+            after(learn, run)
     dist.barrier()
     return run
 
