@@ -173,12 +173,15 @@ def overall_metrics(m: dict, path: Path) -> Path:
     vals = [m[k] * 100 for k, _ in keys]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     bars = ax.bar([lbl for _, lbl in keys], vals, color=["C0", "C1", "C2", "C3"])
+    for bar, v in zip(bars, vals):  # inside the bar, so a TTA marker above never covers it
+        ax.text(bar.get_x() + bar.get_width() / 2, max(v - 7, 1), f"{v:.2f}%", ha="center", fontsize=10,
+                color="white", fontweight="bold")
     if "tta" in m:
-        ax.scatter([lbl for _, lbl in keys], [m["tta"][k] * 100 for k, _ in keys], marker="D", color="k",
-                   zorder=3, label="with test-time augmentation")
+        tta = [m["tta"][k] * 100 for k, _ in keys]
+        ax.scatter([lbl for _, lbl in keys], tta, marker="D", color="k", zorder=3, label="with test-time augmentation")
+        for bar, t in zip(bars, tta):
+            ax.text(bar.get_x() + bar.get_width() / 2, t + 2.5, f"TTA {t:.2f}%", ha="center", fontsize=9)
         ax.legend(loc="lower right")
-    for bar, v in zip(bars, vals):
-        ax.text(bar.get_x() + bar.get_width() / 2, v + 1, f"{v:.2f}%", ha="center", fontsize=10)
     ax.set(ylim=(0, 108), ylabel="score on the validation set (%)",
            title=f"Overall metrics (n = {m['n']} validation images)")
     return _save(fig, path)
@@ -288,11 +291,15 @@ def architecture(model, size: int, path: Path) -> Path:
 def top_losses(interp, path: Path, k: int = 12) -> Path:
     """fastai's plot_top_losses (image; predicted / actual / loss / probability)."""
     k = min(k, len(interp.losses))
-    interp.plot_top_losses(k, nrows=int(np.ceil(k / 4)), figsize=(12, 3.3 * np.ceil(k / 4)))
+    interp.plot_top_losses(k, nrows=int(np.ceil(k / 4)), figsize=(12, 3.6 * np.ceil(k / 4)))
     fig = plt.gcf()
-    for ax in fig.axes:
-        ax.title.set_fontsize(9)
-    fig.suptitle("Top losses: predicted / actual / loss / probability of the prediction", fontsize=12)
+    for ax in fig.axes:  # fastai's one-line "pred/actual / loss / prob" collides with long class names
+        parts = ax.get_title().rsplit(" / ", 2)
+        if len(parts) == 3 and "/" in parts[0]:
+            pred, actual = parts[0].split("/", 1)
+            ax.set_title(f"predicted: {pred}\nactual: {actual}\nloss {parts[1]}, p {parts[2]}", fontsize=9)
+    fig.suptitle("Top losses: the validation images the model is most wrong about", fontsize=12)
+    fig.tight_layout()
     return _save(fig, path)
 
 

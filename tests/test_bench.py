@@ -21,3 +21,15 @@ def test_bench_json_has_every_measure(tmp_path):
     assert res["versions"]["fastai"] and res["device"]
     assert res["fast_vs_ceiling"] == res["fast_train_img_s"] / res["ceiling_train_img_s"]
     assert "model-only ceiling" in p.stdout
+    assert res["rounds"] == 1 and all(len(v) == 1 for v in res["per_round_train_img_s"].values())
+
+
+def test_scale_bench_generates_learnable_datasets_and_measures_memory(tmp_path):
+    from app.bench import run_scale
+
+    out = tmp_path / "scale.json"
+    res = run_scale(out, sizes=(300,), batches=3, bs=16, console=None)
+    r = res["runs"][0]
+    assert r["images"] == 300 and json.loads(out.read_text())["runs"][0]["images"] == 300
+    for k in ("peak_rss_mb", "train_img_s", "loader_img_s", "prep_s"):
+        assert r[k] > 0, k
