@@ -236,6 +236,7 @@ class Checkpoint(EpochAware):
             "model": state, "opt": plain(self.learn.opt.state_dict()), "epoch": self.gepoch, "phase": self.phase,
             "rng": rng_state(self.dls), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
             "samples_seen": getattr(self.learn, "samples_seen", 0), "best": self.best,
+            "smooth_loss": {"val": float(self.recorder.smooth_loss.val), "count": int(self.recorder.smooth_loss.count)},
             "time": time.time(),
         }
         if value is not None and (self.best is None or value > self.best):
@@ -243,6 +244,20 @@ class Checkpoint(EpochAware):
             ckpt["best"] = value
             atomic_save({"model": state, "epoch": self.gepoch, self.monitor: value}, self.dir / "best.pth")
         atomic_save(ckpt, self.dir / "last.pth")
+
+
+class RestoreSmoothLoss(Callback):
+    """A resumed phase carries on the Recorder's smoothed loss instead of restarting it, so the
+    history's train_loss matches the uninterrupted run (fastai resets it in Recorder.before_fit)."""
+
+    order = 51  # after Recorder.before_fit
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def before_fit(self):
+        sl = self.recorder.smooth_loss
+        sl.val, sl.count = torch.tensor(self.state["val"]), self.state["count"]
 
 
 def _num(v) -> bool:

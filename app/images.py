@@ -21,6 +21,9 @@ IMAGE_EXTENSIONS = frozenset(
 # Pillow's own decompression-bomb threshold (about 89.5 megapixels); anything larger is refused
 # from its header, before a single pixel is decoded.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Set once for the process, not per call: warnings.catch_warnings is not thread-safe, and files are
+# decoded in worker threads. Over-limit images are refused below with their size, not warned about.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadImage(Exception):
@@ -84,9 +87,7 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     path = Path(path)
     _check_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+        im = Image.open(path)
     except Image.DecompressionBombError as e:
         raise BadImage(f"too large: {e}") from None
     except UnidentifiedImageError:

@@ -185,7 +185,9 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
     from rich.table import Table
 
     shown = results[:20] if many and len(results) > 20 else results
-    if len(results) == 1:
+    if not results:
+        t = None
+    elif len(results) == 1:
         t = Table(title=results[0]["path"], title_justify="left")
         t.add_column("class")
         t.add_column("probability", justify="right")
@@ -202,7 +204,8 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
             rest = ", ".join(f"{c2} {p2:.2f}" for c2, p2 in r["top"][1:])
             name = str(Path(r["path"]).relative_to(base)) if base else r["path"]
             t.add_row(name, c, f"{p:.4f}", rest)
-    console.print(t)
+    if t is not None:
+        console.print(t)
     if len(shown) < len(results):
         console.print(f"... {len(results) - len(shown)} more in the output file")
     console.print(f"classified {len(results)} image(s), skipped {len(skipped)}")

@@ -26,6 +26,7 @@ from .callbacks import (
     HistoryCSV,
     ModelInputs,
     ProgressiveResize,
+    RestoreSmoothLoss,
     ValidEvery,
     load_opt_state,
     set_rng_state,
@@ -295,6 +296,8 @@ def _fit_phase(learn, cfg, ph, run, start_epoch, ckpt, log):
         learn.create_opt()
         load_opt_state(learn.opt, ckpt["opt"])
         set_rng_state(ckpt["rng"], learn.dls)
+        if skip > 0 and "smooth_loss" in ckpt:  # mid-phase; a new phase starts afresh, as fastai does
+            cbs.append(RestoreSmoothLoss(ckpt["smooth_loss"]))
     kw = {k: ph[k] for k in ("pct_start", "div") if k in ph}
     log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
     with dist.distributed(learn, learn.dls.device or torch.device("cpu")):

@@ -103,6 +103,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path)
     a, b = _history(whole), _history(cut)
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]  # no duplicates, no gaps
     assert abs(float(a[-1]["accuracy"]) - float(b[-1]["accuracy"])) <= 0.01
+    for ra, rb in zip(a, b):  # the smoothed train loss carries on across the kill, not restarted
+        assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) < 1e-4, (ra, rb)
     la = [float(r["lr"]) for r in csv.DictReader(open(whole / "batches.csv"))]
     lb = [float(r["lr"]) for r in csv.DictReader(open(cut / "batches.csv"))]
     assert len(la) == len(lb) and max(abs(x - y) for x, y in zip(la, lb)) < 1e-12  # same schedule
