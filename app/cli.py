@@ -85,6 +85,10 @@ CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.
 ValidEveryOpt = Annotated[Optional[int], typer.Option(
     "--valid-every", min=1, help="Validate every N epochs (always at each image size's last epoch and the last "
     "epoch); 1 = every epoch.", show_default="preset's")]
+ClipOpt = Annotated[Optional[float], typer.Option(
+    "--clip", min=0.0, help="Clip the gradient norm to this (fastai GradientClip); 0 = off.", show_default="preset's")]
+MixupOpt = Annotated[Optional[float], typer.Option(
+    "--mixup", min=0.0, help="fastai MixUp with this alpha; 0 = off.", show_default="preset's")]
 EvalFlag = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Metrics, figures and report when training ends.")]
 PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
                   "pickles you made or trust; a bundle directory needs no pickle.")
@@ -224,7 +228,8 @@ def fit_one_cycle_cmd(
     lr_from: LrFromOpt = None, size: SizeOpt = None, bs: BsOpt = None, weights: WeightsOpt = None,
     out: OutOpt = None, preset: PresetOpt = "auto", loader: LoaderOpt = None, seed: SeedOpt = 42,
     device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
-    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, evaluate: EvalFlag = True,
+    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
+    mixup: MixupOpt = None, evaluate: EvalFlag = True,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
     export: Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")] = False,
 ):
@@ -232,7 +237,7 @@ def fit_one_cycle_cmd(
     _train(ctx, "fit-one-cycle", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
            lr=lr, lr_from=lr_from, size=size, bs=bs, loader=loader, seed=seed, device=device,
            compile=compile or None, progressive=progressive,
-           valid_every=valid_every)
+           valid_every=valid_every, clip=clip, mixup=mixup)
 
 
 @app.command("fine-tune")
@@ -243,7 +248,8 @@ def fine_tune_cmd(
     lr: LrOpt = None, lr_from: LrFromOpt = None, size: SizeOpt = None, bs: BsOpt = None,
     weights: WeightsOpt = None, out: OutOpt = None, preset: PresetOpt = "auto", loader: LoaderOpt = None,
     seed: SeedOpt = 42, device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
-    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, evaluate: EvalFlag = True,
+    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
+    mixup: MixupOpt = None, evaluate: EvalFlag = True,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
     export: Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")] = False,
 ):
@@ -251,7 +257,7 @@ def fine_tune_cmd(
     _train(ctx, "fine-tune", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
            freeze_epochs=freeze_epochs, lr=lr, lr_from=lr_from, size=size, bs=bs, loader=loader, seed=seed,
            device=device, compile=compile or None, progressive=progressive,
-           valid_every=valid_every)
+           valid_every=valid_every, clip=clip, mixup=mixup)
 
 
 @app.command("train")

@@ -59,7 +59,8 @@ class TrainConfig:
     loader: str = "fast"  # fast | fastai
     label_smoothing: float = 0.0
     ps: float = 0.5  # dropout of fastai's head (its default)
-    mixup: float = 0.0  # MixUp alpha; 0 = off
+    mixup: float = 0.0  # MixUp alpha (fastai MixUp); 0 = off
+    clip: float = 0.0  # max gradient norm (fastai GradientClip); 0 = off
     wd: float = 0.01
     pct_start: float = 0.25
     valid_every: int = 1  # validate every N epochs (always at each size's last epoch and the last)
@@ -128,9 +129,9 @@ PRESETS: dict[str, dict] = {
     ),
     # 2-core CPU, random init, <= 15 minutes all included.
     "cpu-quick": dict(
-        epochs=19, lr=1e-3, size=128, progressive="64:0.42,96:0.42", bs=64, ps=0.25,
+        epochs=19, lr=1e-3, size=128, progressive="64:0.42,96:0.42", bs=64, ps=0.1,
         loader="fast", label_smoothing=0.1, min_scale=0.6, max_rotate=5.0, max_warp=0.0, max_lighting=0.0,
-        pct_start=0.25, wd=0.05, valid_every=4,
+        pct_start=0.25, wd=0.01, valid_every=4,
     ),
     # One modern GPU, random init: many short epochs at full resolution.
     "gpu-fast": dict(

@@ -23,6 +23,7 @@ from .callbacks import (
     BatchLog,
     Checkpoint,
     FinalPreds,
+    GradientClipWhenOver,
     HistoryCSV,
     ModelInputs,
     ProgressiveResize,
@@ -137,6 +138,12 @@ def _learner(cfg, dls, run, device, log, cbs=()):
         learn.remove_cb(ProgressCallback)
         learn.logger = _noop
     learn.add_cb(ModelInputs(cfg.channels_last))
+    if cfg.mixup > 0:
+        from fastai.callback.mixup import MixUp
+
+        learn.add_cb(MixUp(cfg.mixup))
+    if cfg.clip > 0:
+        learn.add_cb(GradientClipWhenOver(cfg.clip))
     if device.type == "cuda":
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if cfg.compile:

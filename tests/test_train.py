@@ -123,3 +123,42 @@ def test_ctrl_c_saves_and_prints_the_resume_command(small_data, tmp_path):
     assert f"python -m app fit-one-cycle --resume {run}" in err and "Traceback" not in err
     assert json.loads((run / "config.json").read_text())["status"] == "interrupted"
     assert torch.load(run / "models" / "last.pth", weights_only=True)["epoch"] >= 0
+
+
+def test_mixup_and_gradient_clip_settings_become_fastai_callbacks(small_data, tmp_path):
+    from fastai.callback.mixup import MixUp
+    from fastai.callback.training import GradientClip
+
+    from app.cache import open_or_build, stored_size
+    from app.data import scan
+    from app.loaders import fast_dls
+    from app.train import _learner
+
+    cfg = TrainConfig(size=64, bs=16, mixup=0.4, clip=2.0)
+    dls = fast_dls(open_or_build(scan(small_data), stored_size(64), log=lambda *_: None), cfg, 64)
+    learn = _learner(cfg, dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
+    assert [round(float(cb.distrib.concentration1), 3) for cb in learn.cbs if isinstance(cb, MixUp)] == [0.4]
+    assert [cb.max_norm for cb in learn.cbs if isinstance(cb, GradientClip)] == [2.0]
+    plain = _learner(cfg.replace(mixup=0.0, clip=0.0), dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
+    assert not any(isinstance(cb, (MixUp, GradientClip)) for cb in plain.cbs)
+
+
+def test_gradient_clip_scales_only_gradients_over_the_limit():
+    from types import SimpleNamespace
+
+    from app.callbacks import GradientClipWhenOver
+
+    model = torch.nn.Linear(3, 2)
+    cb = GradientClipWhenOver(max_norm=1.0)
+    cb.learn = SimpleNamespace(model=model)
+    for scale, expect in ((0.1, None), (50.0, 1.0)):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, scale)
+        before = torch.cat([p.grad.flatten() for p in model.parameters()])
+        cb.before_step()
+        after = torch.cat([p.grad.flatten() for p in model.parameters()])
+        if expect is None:
+            assert torch.equal(before, after)  # under the limit: untouched
+        else:
+            assert abs(after.norm().item() - expect) < 1e-4  # over it: scaled down to the limit
+            assert torch.allclose(after / after.norm(), before / before.norm())
