@@ -89,6 +89,8 @@ ClipOpt = Annotated[Optional[float], typer.Option(
     "--clip", min=0.0, help="Clip the gradient norm to this (fastai GradientClip); 0 = off.", show_default="preset's")]
 MixupOpt = Annotated[Optional[float], typer.Option(
     "--mixup", min=0.0, help="fastai MixUp with this alpha; 0 = off.", show_default="preset's")]
+TtaFlag = Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")]
+ExportFlag = Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")]
 EvalFlag = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Metrics, figures and report when training ends.")]
 PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
                   "pickles you made or trust; a bundle directory needs no pickle.")
@@ -230,8 +232,7 @@ def fit_one_cycle_cmd(
     device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
     progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
     mixup: MixupOpt = None, evaluate: EvalFlag = True,
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
-    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")] = False,
+    tta: TtaFlag = False, export: ExportFlag = False,
 ):
     """fastai fit_one_cycle on the whole model (from random init by default)."""
     _train(ctx, "fit-one-cycle", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
@@ -250,8 +251,7 @@ def fine_tune_cmd(
     seed: SeedOpt = 42, device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
     progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
     mixup: MixupOpt = None, evaluate: EvalFlag = True,
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
-    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")] = False,
+    tta: TtaFlag = False, export: ExportFlag = False,
 ):
     """fastai fine_tune: body frozen for --freeze-epochs, then all layers with discriminative lrs."""
     _train(ctx, "fine-tune", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
@@ -264,7 +264,7 @@ def fine_tune_cmd(
 def train_cmd(
     ctx: typer.Context, data: DataOpt = None, weights: WeightsOpt = None, out: OutOpt = None,
     preset: PresetOpt = "auto", epochs: EpochsOpt = None, seed: SeedOpt = 42, device: DeviceOpt = "auto",
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
+    tta: TtaFlag = False,
 ):
     """The main job: train with the recipe for this machine, evaluate, write the report, export the model."""
     from .settings import PRESETS as P
@@ -289,7 +289,7 @@ def train_cmd(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
+    tta: TtaFlag = False,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
     data: Annotated[Optional[Path], typer.Option("--data", help="The dataset, if it moved since training.")] = None,
 ):
