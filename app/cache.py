@@ -10,7 +10,6 @@ On a GPU the whole array is copied to the device once when it fits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, Item
-from .images import BadImage, center_crop_resize, open_rgb
-from .settings import cache_root
+from .dataset import Dataset, Item
+from .device import cuda_available
+from .images import BadImage, center_crop_resize, needs_pil, open_rgb
+from .settings import dataset_cache_dir
 
 VERSION = 1
 
@@ -34,8 +34,7 @@ def stored_size(size: int) -> int:
 
 
 def cache_dir(root: Path, size: int) -> Path:
-    key = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
-    return cache_root() / f"{Path(root).resolve().name}-{key}" / f"s{size}"
+    return dataset_cache_dir(root) / f"s{size}"
 
 
 def _row(ds: Dataset, it: Item) -> list:
@@ -115,15 +114,15 @@ def _decode(args) -> list[bytes] | str:
 
 
 def _decode_torchvision(paths: list[str], sizes: tuple[int, ...], device: str) -> list[list[bytes] | str]:
-    """JPEG decoding with torchvision (nvJPEG on CUDA); anything it cannot do falls back to PIL."""
-    import torch
-    import torch.nn.functional as F
+    """JPEG decoding with torchvision (nvJPEG on CUDA). What nvJPEG gets wrong goes to PIL: files
+    that are not plain RGB/grayscale JPEGs (CMYK, YCCK) or carry an EXIF rotation (nvJPEG ignores
+    it), and any file of a batch that fails (then retried one by one)."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     out: list = [None] * len(paths)
     datas, idx = [], []
     for i, p in enumerate(paths):
-        if p.lower().endswith((".jpg", ".jpeg", ".jfif")):
+        if not needs_pil(p):
             try:
                 datas.append(read_file(p))
                 idx.append(i)
@@ -131,25 +130,38 @@ def _decode_torchvision(paths: list[str], sizes: tuple[int, ...], device: str) -
             except (RuntimeError, OSError):
                 pass
         out[i] = _decode((p, sizes))
-    if datas:
-        try:
-            imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
-        except RuntimeError:
-            imgs = [None] * len(datas)
-        for i, im in zip(idx, imgs):
-            if im is None:
-                out[i] = _decode((paths[i], sizes))
-                continue
-            h, w = im.shape[-2:]
-            m = min(h, w)
-            top, left = (h - m) // 2, (w - m) // 2
-            im = im[:, top : top + m, left : left + m].unsqueeze(0).float()
-            out[i] = [F.interpolate(im, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-                      .round().clamp(0, 255).to(torch.uint8).cpu().numpy().tobytes() for s in sizes]
+    try:
+        imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device) if datas else []
+    except RuntimeError:  # one bad file fails the batch: find it
+        imgs = [_decode_one_jpeg(d, device) for d in datas]
+    for i, im in zip(idx, imgs):
+        out[i] = _decode((paths[i], sizes)) if im is None else _square_resized(im, sizes)
     return out
 
 
-def _fresh(d: Path, rows: list[list], size: int) -> Cache | None:
+def _decode_one_jpeg(data, device: str):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None
+
+
+def _square_resized(im, sizes: tuple[int, ...]) -> list[bytes]:
+    """Centre square crop, antialiased bilinear resize to each stored size (what PIL does on the CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = im.shape[-2:]
+    m = min(h, w)
+    top, left = (h - m) // 2, (w - m) // 2
+    im = im[:, top : top + m, left : left + m].unsqueeze(0).float()
+    return [F.interpolate(im, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            .round().clamp(0, 255).to(torch.uint8).cpu().numpy().tobytes() for s in sizes]
+
+
+def _open_if_current(d: Path, rows: list[list], size: int) -> Cache | None:
     try:
         m = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -187,7 +199,7 @@ def open_or_build_all(ds: Dataset, sizes, progress=None, workers: int | None = N
     rows = [_row(ds, it) for it in ds.items]
     out, todo = {}, []
     for size in sorted(set(sizes)):
-        c = _fresh(cache_dir(ds.root, size), rows, size)
+        c = _open_if_current(cache_dir(ds.root, size), rows, size)
         if c is None:
             todo.append(size)
         else:
@@ -205,6 +217,7 @@ def open_or_build_all(ds: Dataset, sizes, progress=None, workers: int | None = N
 
 
 def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder="auto") -> dict[int, Cache]:
+    """Decode every image once into one uint8 file per stored size; written beside, then swapped in."""
     dirs = {s: cache_dir(ds.root, s) for s in sizes}
     tmps = {s: d.with_name(d.name + f".tmp{os.getpid()}") for s, d in dirs.items()}
     for t in tmps.values():
@@ -213,10 +226,9 @@ def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder
     paths = [str(it.path) for it in ds.items]
     task = progress.add_task(f"decoding to {', '.join(map(str, sizes))}px", total=len(paths)) if progress else None
     kept, skipped = [], []
-    use_tv = decoder == "torchvision" or (decoder == "auto" and _cuda())
     files = {s: open(tmps[s] / "images.u8", "wb") for s in sizes}
     try:
-        def put(i, res):
+        for i, res in enumerate(decoded(paths, sizes, decoder, workers)):
             if isinstance(res, str):
                 skipped.append((paths[i], res[1:] if res.startswith("!") else res))
             else:
@@ -225,46 +237,39 @@ def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder
                 kept.append(i)
             if progress:
                 progress.advance(task)
-
-        if use_tv:
-            dev = "cuda" if _cuda() else "cpu"
-            for start in range(0, len(paths), 256):
-                for j, res in enumerate(_decode_torchvision(paths[start : start + 256], sizes, dev)):
-                    put(start + j, res)
-        else:
-            workers = workers or min(os.cpu_count() or 1, 16)
-            jobs = [(p, sizes) for p in paths]
-            if workers <= 1 or len(jobs) < 64:
-                for i, job in enumerate(jobs):
-                    put(i, _decode(job))
-            else:
-                with ProcessPoolExecutor(workers) as ex:
-                    for i, res in enumerate(ex.map(_decode, jobs, chunksize=32)):
-                        put(i, res)
     finally:
         for f in files.values():
             f.close()
-    out = {}
-    for s in sizes:
-        manifest = {
-            "version": VERSION, "size": s, "root": str(ds.root.resolve()), "classes": ds.classes,
-            "sources": rows, "rows": [rows[i] for i in kept], "skipped": skipped,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (tmps[s] / "manifest.json").write_text(json.dumps(manifest))
-        old = dirs[s].with_name(dirs[s].name + f".old{os.getpid()}")
-        if dirs[s].exists():
-            os.replace(dirs[s], old)
-        os.replace(tmps[s], dirs[s])
-        shutil.rmtree(old, ignore_errors=True)
-        out[s] = _open(dirs[s], manifest)
-    return out
+    return {s: _swap_in(ds, s, rows, kept, skipped, tmps[s], dirs[s]) for s in sizes}
 
 
-def _cuda() -> bool:
-    try:
-        import torch
+def decoded(paths: list[str], sizes: tuple[int, ...], decoder: str = "auto", workers=None):
+    """Each file's bytes per stored size (or '!reason'), in order: nvJPEG batches on a GPU
+    (decoder 'torchvision', or 'auto' with CUDA), else PIL in worker processes."""
+    if decoder == "torchvision" or (decoder == "auto" and cuda_available()):
+        dev = "cuda" if cuda_available() else "cpu"
+        for start in range(0, len(paths), 256):
+            yield from _decode_torchvision(paths[start : start + 256], sizes, dev)
+        return
+    workers = workers or min(os.cpu_count() or 1, 16)
+    jobs = [(p, sizes) for p in paths]
+    if workers <= 1 or len(jobs) < 64:
+        yield from map(_decode, jobs)
+        return
+    with ProcessPoolExecutor(workers) as ex:
+        yield from ex.map(_decode, jobs, chunksize=32)
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+
+def _swap_in(ds, size: int, rows, kept: list[int], skipped, tmp: Path, final: Path) -> Cache:
+    manifest = {
+        "version": VERSION, "size": size, "root": str(ds.root.resolve()), "classes": ds.classes,
+        "sources": rows, "rows": [rows[i] for i in kept], "skipped": skipped,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    old = final.with_name(final.name + f".old{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return _open(final, manifest)

@@ -20,8 +20,10 @@ from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import CSVLogger
 from fastai.callback.training import GradientClip
 
+from .distributed import is_rank0, unwrap_dl, unwrap_model, world_size
 from .loaders import set_size
-from .runs import is_rank0
+from .runs import atomic
+from .schedule import size_at, total_epochs, validates
 
 
 class EpochAware(Callback):
@@ -31,7 +33,7 @@ class EpochAware(Callback):
         self.offset = offset
 
     @property
-    def gepoch(self) -> int:
+    def global_epoch(self) -> int:
         return self.offset + self.epoch
 
     def before_epoch(self):
@@ -62,14 +64,14 @@ class HistoryCSV(CSVLogger, EpochAware):
     def _write_line(self, log):
         if self.skipped:
             return  # a resumed fit passing over an epoch done before
-        row = [self.gepoch] + list(log[1:]) + [self.phase, getattr(self.learn, "cur_size", "")]
+        row = [self.global_epoch] + list(log[1:]) + [self.phase, getattr(self.learn, "cur_size", "")]
         self.file.write(",".join("" if _nan(t) else str(t) for t in row) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
         if self.log_fn:
             vals = " ".join(f"{n} {_fmt(v)}" for n, v in zip(self.recorder.metric_names[1:], log[1:]))
-            self.log_fn(f"epoch {self.gepoch}: {vals} ({self.phase}, {row[-1]}px)")
-        self.old_logger([self.gepoch] + list(log[1:]))
+            self.log_fn(f"epoch {self.global_epoch}: {vals} ({self.phase}, {row[-1]}px)")
+        self.old_logger([self.global_epoch] + list(log[1:]))
 
     def after_fit(self):
         if self.rank0:
@@ -77,7 +79,8 @@ class HistoryCSV(CSVLogger, EpochAware):
 
 
 class BatchLog(EpochAware):
-    """Per-batch training loss (raw and smoothed) and learning rate, for the learning curve."""
+    """Per-batch training loss (raw and smoothed) and learning rates, for the learning curve: `lr`
+    is the head's (the last parameter group), lr_group0..N every group's (discriminative lrs)."""
 
     order = 55  # after Recorder has updated smooth_loss
 
@@ -92,10 +95,10 @@ class BatchLog(EpochAware):
     def after_batch(self):
         if not self.training or not self.rank0:
             return
-        bs = len(self.yb[0]) * int(os.environ.get("WORLD_SIZE", "1") or 1)
-        self.seen += bs
-        self.rows.append((self.gepoch, self.iter, self.seen, self.loss.item(), float(self.smooth_loss.item()),
-                          self.opt.hypers[-1]["lr"]))
+        self.seen += len(self.yb[0]) * world_size()
+        lrs = [h["lr"] for h in self.opt.hypers]
+        self.rows.append((self.global_epoch, self.iter, self.seen, self.loss.item(), float(self.smooth_loss.item()),
+                          lrs[-1], *lrs))
 
     def after_epoch(self):
         self.learn.samples_seen = self.seen
@@ -105,7 +108,8 @@ class BatchLog(EpochAware):
         with self.fname.open("a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["epoch", "iter", "samples", "loss", "smooth_loss", "lr"])
+                groups = [f"lr_group{i}" for i in range(len(self.rows[0]) - 6)]
+                w.writerow(["epoch", "iter", "samples", "loss", "smooth_loss", "lr", *groups])
             w.writerows(self.rows)
         self.rows = []
 
@@ -121,23 +125,23 @@ def _nan(v) -> bool:
 
 
 class ValidEvery(EpochAware):
-    """Validate every `every` epochs, at the last epoch of each image size and at the last epoch;
-    skipped epochs get empty validation columns (fastai's CancelValidException, so the Recorder
-    logs no stale numbers). On a 2-core CPU a full validation pass is ~11 % of a run."""
+    """Validate only the epochs schedule.validates() names (every `valid_every`, each image size's
+    last epoch, the last epoch); skipped epochs get empty validation columns (fastai's
+    CancelValidException, so the Recorder logs no stale numbers). On a 2-core CPU a full
+    validation pass is ~11 % of a run."""
 
     order = -10  # before the Recorder (50) resets its validation metrics
 
-    def __init__(self, every: int, schedule: list[tuple[int, int]], total: int, offset: int = 0):
+    def __init__(self, cfg, offset: int = 0):
         super().__init__(offset)
-        self.every, self.total = every, total
-        self.ends = {e - 1 for e, _ in schedule if e > 0} | {total - 1}
+        self.cfg, self.total = cfg, total_epochs(cfg)
 
-    def wanted(self, gepoch: int) -> bool:
-        return self.every <= 1 or (gepoch + 1) % self.every == 0 or gepoch in self.ends
+    def wanted(self, global_epoch: int) -> bool:
+        return validates(self.cfg, global_epoch, self.total)
 
     def before_validate(self):
         self.cancelled = False
-        if not self.wanted(self.gepoch):
+        if not self.wanted(self.global_epoch):
             raise CancelValidException()
 
     def after_cancel_validate(self):
@@ -149,61 +153,63 @@ class ValidEvery(EpochAware):
             rec.log += [float("nan")] * (len(rec.metric_names) - len(rec.log) - 1)
 
 
-def rng_state(dls=None) -> dict:
+def rng_state(dls=None, device=None) -> dict:
+    """Every generator a resumed run must continue: torch, Python, NumPy, the loader's shuffling,
+    and the training GPU's (only that one: asking for all would open a context on every GPU)."""
     st = {"torch": torch.get_rng_state(), "python": random.getstate(),
           "numpy": [np.asarray(x).tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()]}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
     if dls is not None:
-        st["dl"] = _train_dl(dls).rng.getstate()
+        st["dl"] = unwrap_dl(dls.train).rng.getstate()
     return st
 
 
-def set_rng_state(st: dict, dls=None) -> None:
+def set_rng_state(st: dict, dls=None, device=None) -> None:
     torch.set_rng_state(st["torch"])
     random.setstate(_tuplify(st["python"]))
     n = st["numpy"]
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+    cuda = st.get("cuda")
+    if isinstance(cuda, torch.Tensor) and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
     if dls is not None and "dl" in st:
-        _train_dl(dls).rng.setstate(_tuplify(st["dl"]))
-
-
-def _train_dl(dls):
-    """The training DataLoader itself, also under DDP (fastai's DistributedDL wraps it as `.dl`)."""
-    dl = dls.train
-    return getattr(dl, "dl", dl) if not hasattr(dl, "rng") else dl
+        unwrap_dl(dls.train).rng.setstate(_tuplify(st["dl"]))
 
 
 def _tuplify(x):
     return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
 
 
-def plain(obj):
+def loadable(obj):
     """Containers and numbers torch.load(weights_only=True) accepts (fastai's L, numpy scalars)."""
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
+        return {k: loadable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
-        return [plain(v) for v in obj]
+        return [loadable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
 
 
 def load_opt_state(opt, sd: dict) -> None:
+    """The saved optimizer state (read on the CPU), each tensor moved to its parameter's device:
+    fastai's Adam would otherwise mix CPU state with CUDA gradients at the first step."""
     from fastcore.foundation import L
 
     opt.load_state_dict({"state": sd["state"], "hypers": L(sd["hypers"])})
+    for p, _, state, _ in opt.all_params(with_grad=False):
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.device != p.device:
+                state[k] = v.to(p.device)
 
 
 def atomic_save(obj, path: Path) -> None:
     """Write then rename: a kill mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Checkpoint(EpochAware):
@@ -227,15 +233,12 @@ class Checkpoint(EpochAware):
         self.dir.mkdir(parents=True, exist_ok=True)
         names = list(self.recorder.metric_names[1:])
         rec = dict(zip(names, self.recorder.final_record))
-        model = self.learn.model
-        model = getattr(model, "module", model)  # DDP
-        model = getattr(model, "_orig_mod", model)  # torch.compile
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in unwrap_model(self.learn.model).state_dict().items()}
         value = rec.get(self.monitor)
         value = None if value is None or _nan(float(value)) else float(value)
         ckpt = {
-            "model": state, "opt": plain(self.learn.opt.state_dict()), "epoch": self.gepoch, "phase": self.phase,
-            "rng": rng_state(self.dls), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
+            "model": state, "opt": loadable(self.learn.opt.state_dict()), "epoch": self.global_epoch,
+            "phase": self.phase, "rng": rng_state(self.dls, self.dls.device), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
             "samples_seen": getattr(self.learn, "samples_seen", 0), "best": self.best,
             "smooth_loss": {"val": float(self.recorder.smooth_loss.val), "count": int(self.recorder.smooth_loss.count)},
             "time": time.time(),
@@ -243,12 +246,14 @@ class Checkpoint(EpochAware):
         if value is not None and (self.best is None or value > self.best):
             self.best = value
             ckpt["best"] = value
-            atomic_save({"model": state, "epoch": self.gepoch, self.monitor: value}, self.dir / "best.pth")
+            atomic_save({"model": state, "epoch": self.global_epoch, self.monitor: value}, self.dir / "best.pth")
         atomic_save(ckpt, self.dir / "last.pth")
 
 
 class GradientClipWhenOver(GradientClip):
-    """fastai's GradientClip, scaling the gradients only when their norm is over `max_norm`.
+    """fastai's GradientClip; on the CPU it scales the gradients only when their norm is over
+    `max_norm`. On an accelerator it scales every step by the clamped coefficient (as fastai does),
+    since testing the norm on the host would stall the device every step.
 
     AlexNet has no normalisation layers, and a single exploding batch at the peak lr can cost a run
     1.5 points (measured, benchmarks/accuracy.md). The stock callback multiplies every gradient by
@@ -258,7 +263,7 @@ class GradientClipWhenOver(GradientClip):
     def before_step(self):
         params = [p for p in self.learn.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params], self.norm_type)
-        if norm.device.type != "cpu" or norm > self.max_norm:  # no host sync on an accelerator
+        if norm.device.type != "cpu" or norm > self.max_norm:
             torch.nn.utils.clip_grads_with_norm_(params, self.max_norm, norm)
 
 
@@ -321,15 +326,15 @@ class ProgressiveResize(EpochAware):
         self.sched, self.log_fn = sorted(schedule), log
 
     def size_at(self, epoch: int) -> int:
-        return [s for e, s in self.sched if e <= epoch][-1] if epoch >= self.sched[0][0] else self.sched[0][1]
+        return size_at(self.sched, epoch)
 
     def before_epoch(self):
         super().before_epoch()
-        s = self.size_at(self.gepoch)
+        s = self.size_at(self.global_epoch)
         if getattr(self.learn, "cur_size", None) != s:
             set_size(self.dls, s)
             if self.log_fn and getattr(self.learn, "cur_size", None) is not None:
-                self.log_fn(f"progressive resizing: {self.learn.cur_size}px -> {s}px at epoch {self.gepoch}")
+                self.log_fn(f"progressive resizing: {self.learn.cur_size}px -> {s}px at epoch {self.global_epoch}")
             self.learn.cur_size = s
 
 

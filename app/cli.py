@@ -1,15 +1,16 @@
 """The command line: parse, check, call one library function per command, print where things are.
 
 Heavy libraries (torch, fastai) are imported inside the commands that need them, so `--help`
-and bundle `predict` start in well under a second. Known failures are one line on stderr with a
-documented exit code (README, "Exit codes"); APP_DEBUG=1 shows tracebacks.
+and bundle `predict` start in well under a second, and mistakes in paths are reported before
+those imports. Known failures are one line on stderr with a documented exit code (README, "Exit
+codes"); APP_DEBUG=1 shows tracebacks.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,10 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import errors
-from .errors import AppError
-from .settings import PRESETS, TrainConfig, check_size, parse_progressive
-
-_T0 = time.time()  # process start, near enough: the heavy imports come later
+from .errors import AppError, first_line
+from .settings import PRESET_NAMES, debug, show_progress
 
 
 def _width(stream) -> int | None:
@@ -44,8 +43,10 @@ app = typer.Typer(
 
 
 class Loader(str, Enum):
-    fast = "fast"
-    fastai = "fastai"
+    cached = "cached"
+    datablock = "datablock"
+    fast = "fast"  # old name of cached
+    fastai = "fastai"  # old name of datablock
 
 
 class Which(str, Enum):
@@ -53,144 +54,94 @@ class Which(str, Enum):
     best = "best"
 
 
-PRESET_NAMES = ", ".join(["auto", *PRESETS])
-DataOpt = Annotated[Optional[Path], typer.Option(
-    "--data", help="Dataset root holding train/<class>/ and val/<class>/.",
-    show_default="../shared/data/imagenette2-224 if present, else download Imagenette")]
-OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", help="Run directory to create (must not exist).", show_default="runs/<command>-<n>")]
-PresetOpt = Annotated[str, typer.Option(
-    "--preset", help=f"Named recipe ({PRESET_NAMES}); flags you give override it. auto: cpu-quick on "
-    "CPU, gpu-fast on a GPU, finetune when --weights is not none.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(
-    "--weights", help="imagenet (torchvision download), none (random init), a torchvision AlexNet "
-    "state dict (.pth) or an exported bundle directory.", show_default="none")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Image size in pixels (>= 64).", show_default="preset's")]
-BsOpt = Annotated[Optional[int], typer.Option("--bs", help="Batch size.", show_default="preset's")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs.", show_default="preset's")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Maximum learning rate.", show_default="preset's")]
-LrFromOpt = Annotated[Optional[Path], typer.Option(
-    "--lr-from", help="Take --lr from this lr-find run's recommendation.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (CPU runs repeat exactly).")]
-LoaderOpt = Annotated[Optional[Loader], typer.Option(
-    "--loader", help="fast: decoded cache, batch augmentation on the device; fastai: the stock DataBlock.",
-    show_default="preset's (fast)")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-ResumeOpt = Annotated[Optional[Path], typer.Option(
-    "--resume", help="Continue this run from its last finished epoch, with its saved settings.")]
-ProgressiveOpt = Annotated[Optional[str], typer.Option(
-    "--progressive", help="Progressive resizing before --size: SIZE:FRACTION of the epochs, comma separated "
-    "(e.g. 64:0.35,96:0.41), or none.", show_default="preset's, scaled to --size")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
-ValidEveryOpt = Annotated[Optional[int], typer.Option(
-    "--valid-every", min=1, help="Validate every N epochs (always at each image size's last epoch and the last "
-    "epoch); 1 = every epoch.", show_default="preset's")]
-ClipOpt = Annotated[Optional[float], typer.Option(
-    "--clip", min=0.0, help="Clip the gradient norm to this (fastai GradientClip); 0 = off.", show_default="preset's")]
-MixupOpt = Annotated[Optional[float], typer.Option(
-    "--mixup", min=0.0, help="fastai MixUp with this alpha; 0 = off.", show_default="preset's")]
-TtaFlag = Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")]
-ExportFlag = Annotated[bool, typer.Option("--export/--no-export", help="Export the model when training ends.")]
-EvalFlag = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Metrics, figures and report when training ends.")]
-PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
-                  "pickles you made or trust; a bundle directory needs no pickle.")
+def _opt(names: str, help: str, default=None, typ=Optional[str], **kw):
+    """(annotation, default) of one option, for the option tables below."""
+    return Annotated[typ, typer.Option(*names.split(), help=help, **kw)], default
+
+
+PRESETS_HELP = ", ".join(PRESET_NAMES)
+DATA = _opt("--data", "Dataset root holding train/<class>/ and val/<class>/.", typ=Optional[Path],
+            show_default="../shared/data/imagenette2-224 if present, else download Imagenette")
+OUT = _opt("--out", "Run directory to create (must not exist).", typ=Optional[Path], show_default="runs/<command>-<n>")
+PRESET = _opt("--preset", f"Named recipe ({PRESETS_HELP}); flags you give override it. auto: cpu-quick on CPU, "
+              "gpu-fast on a GPU, cpu-finetune / finetune with pretrained weights.", "auto", typ=str)
+SIZE = _opt("--size", "Image size in pixels (>= 64).", typ=Optional[int], show_default="preset's")
+BS = _opt("--bs", "Batch size.", typ=Optional[int], show_default="preset's")
+SEED = _opt("--seed", "Random seed (CPU runs repeat exactly).", 42, typ=int)
+LOADER = _opt("--loader", "cached: decoded cache, batch augmentation on the device; datablock: fastai's stock "
+              "DataBlock (fast and fastai are the old names).", typ=Optional[Loader], show_default="preset's (cached)")
+DEVICE = _opt("--device", "auto, cpu, cuda or cuda:N.", "auto", typ=str)
+EPOCHS = _opt("--epochs", "Epochs.", typ=Optional[int], show_default="preset's")
+TIME = _opt("--time", "Minutes for the whole command: this machine's speed is measured and the epochs planned "
+            "to fit (0 = the preset's epochs).", typ=Optional[float], min=0.0, show_default="train on a CPU: 15")
+TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, typ=bool)
+
+
+def _weights(default: str):
+    return _opt("--weights", "imagenet (torchvision's file: hub cache, else download), auto (imagenet when it can "
+                "be had, else random init), none (random init), a torchvision AlexNet state dict (.pth) or an "
+                "exported bundle directory.", typ=Optional[str], show_default=default)
+
+
+TRAINING = {  # the options fit-one-cycle and fine-tune share
+    "data": DATA, "epochs": EPOCHS, "time": TIME,
+    "lr": _opt("--lr", "Maximum learning rate.", typ=Optional[float], show_default="preset's"),
+    "lr_from": _opt("--lr-from", "Take --lr from this lr-find run's recommendation.", typ=Optional[Path]),
+    "size": SIZE, "bs": BS, "out": OUT, "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE,
+    "resume": _opt("--resume", "Continue this run from its last finished epoch, with its saved settings.",
+                   typ=Optional[Path]),
+    "compile": _opt("--compile/--no-compile", "torch.compile the model (in place).", typ=Optional[bool],
+                    show_default="preset's (off)"),
+    "progressive": _opt("--progressive", "Progressive resizing before --size: SIZE:FRACTION of the epochs, comma "
+                        "separated (e.g. 64:0.35,96:0.41), or none.", show_default="preset's, scaled to --size"),
+    "valid_every": _opt("--valid-every", "Validate every N epochs (always at each image size's last epoch and the "
+                        "last epoch); 1 = every epoch.", typ=Optional[int], min=1, show_default="preset's"),
+    "clip": _opt("--clip", "Clip the gradient norm to this (fastai GradientClip); 0 = off.", typ=Optional[float],
+                 min=0.0, show_default="preset's"),
+    "mixup": _opt("--mixup", "fastai MixUp with this alpha; 0 = off.", typ=Optional[float], min=0.0,
+                  show_default="preset's"),
+    "workers": _opt("--workers", "Worker processes of the datablock loader.", typ=Optional[int], min=0,
+                    show_default="fastai's"),
+    "evaluate": _opt("--evaluate/--no-evaluate", "Metrics, figures and report when training ends.", True, typ=bool),
+    "tta": TTA,
+    "export": _opt("--export/--no-export", "Export the model when training ends.", False, typ=bool),
+}
+FINISH = ("evaluate", "tta", "export")
+
+
+def _command(name: str, options: dict, help: str):
+    """Register `fn(**options)` as command `name`, its options given as a table (defined once)."""
+    def register(fn):
+        params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                  for k, (a, d) in options.items()]
+
+        def command(**kw):
+            return fn(**kw)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__name__, command.__doc__ = fn.__name__, help
+        app.command(name)(command)
+        return fn
+    return register
 
 
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True,
-                    disable=not err_console.is_terminal and os.environ.get("APP_PROGRESS") != "1")
+                    TimeRemainingColumn(), console=err_console, transient=True, disable=not show_progress(sys.stderr))
 
 
-def _config(ctx: typer.Context, command: str, preset: str, weights: Optional[str], **flags) -> TrainConfig:
-    """Defaults < preset < the flags the user typed."""
-    from .settings import auto_preset
+def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
+    from .precheck import precheck
 
-    weights = weights or "none"
-    if preset == "auto":
-        import torch
+    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"))
+    from .train import Finish, run_command
 
-        preset = auto_preset(weights, torch.cuda.is_available())
-    if preset not in PRESETS and preset != "none":
-        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {PRESET_NAMES}", param_hint="--preset")
-    values = dict(PRESETS.get(preset, {}))
-    values.pop("command", None)
-    cfg = TrainConfig(command=command, preset=preset, weights=weights).replace(**values)
-    given = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items() if v is not None}
-    if "size" in given and "progressive" not in given:  # keep the preset's resizing ratios
-        given["progressive"] = cfg.scaled_progressive(given["size"])
-    if given.get("progressive") == "none":
-        given["progressive"] = ""
-    try:
-        parse_progressive(given.get("progressive", cfg.progressive))
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--progressive") from None
-    if "lr_from" in given:
-        given["lr_from"] = str(given["lr_from"])
-    if "data" in given:
-        given["data"] = str(given["data"])
-    return cfg.replace(**given)
-
-
-def _after_training(tta: bool, export: bool = False):
-    def after(learn, run):
-        from .evaluate import evaluate_learner
-        from .report import write_report
-        from .runs import is_rank0, load_config
-
-        cfg, _ = load_config(run)
-        if is_rank0():
-            from .data import scan
-
-            evaluate_learner(learn, run, cfg, tta=tta, log=console.print, ds=scan(cfg.data))
-            write_report(run)
-            console.print(f"report: {run / 'report.html'}")
-            if export:
-                from .export import export_learner
-
-                export_learner(learn, run, None, log=console.print)
-    return after
-
-
-def _precheck(out, resume, weights, data) -> None:
-    """Mistakes in paths are reported before the seconds it takes to import torch and fastai."""
-    from .data import check_layout
-    from .model import check_weights
-    from .runs import check_out, load_config
-
-    if resume:
-        load_config(resume)
-        return
-    check_out(out)
-    check_weights(weights)
-    if data:
-        check_layout(Path(data))
-
-
-def _train(ctx, command, preset, weights, out, resume, evaluate, tta=False, export=False, **flags) -> Path:
-    if resume and out:
-        raise typer.BadParameter("--resume continues an existing run; it cannot take --out", param_hint="--out")
-    _precheck(out, resume, weights, flags.get("data"))
-    cfg = None if resume else _config(ctx, command, preset, weights, **flags)
-    if cfg:
-        for s in [cfg.size] + [s for s, _ in parse_progressive(cfg.progressive)]:
-            check_size(s)
-    if cfg:
-        console.print(f"[bold]{command}[/] preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
-                      f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
-                      f"weights={cfg.weights}")
-    from .train import train
-
+    finish = Finish(**{k: flags.pop(k) for k in FINISH})
     with _progress() as progress:
-        run = train(cfg, out=str(out) if out else None, console=console, progress=progress,
-                    resume=str(resume) if resume else None,
-                    after=_after_training(tta, export) if evaluate else None)
-    if not resume:  # all included: cache build, training, evaluation, figures, report, export
-        from .runs import update_config
-
-        update_config(run, wall_seconds=round(time.time() - _T0, 1))
+        run = run_command(command, preset, weights, out=out, resume=resume, finish=finish, console=console,
+                          progress=progress, **flags)
     console.print(f"run: {run}")
     return run
 
@@ -201,84 +152,52 @@ def data(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Decode every image to find bad files.")] = True,
 ):
     """What is in a dataset: classes (folder + human name), counts per split, files that cannot be used."""
-    from .data import describe
+    from .describe import describe
 
     with _progress() as progress:
         describe(root, console, verify=verify, progress=progress)
 
 
-@app.command("lr-find")
-def lr_find_cmd(
-    ctx: typer.Context, data: DataOpt = None, size: SizeOpt = None, bs: BsOpt = None, weights: WeightsOpt = None,
-    out: OutOpt = None, preset: PresetOpt = "auto", loader: LoaderOpt = None, seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-):
-    """fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot."""
-    from .train import lr_find
+@_command("lr-find", {"data": DATA, "size": SIZE, "bs": BS, "weights": _weights("none"), "out": OUT,
+                      "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE},
+          help="fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot.")
+def lr_find_cmd(data, size, bs, weights, out, preset, loader, seed, device):
+    from .precheck import precheck
 
-    cfg = _config(ctx, "lr-find", preset, weights, data=data, size=size, bs=bs, loader=loader, seed=seed,
-                  device=device)
-    cfg = cfg.replace(progressive="")  # one size: the one lr-find measures
+    precheck(out=out, weights=weights, data=data)
+    from .lr_find import run_lr_find
+
     with _progress() as progress:
-        run = lr_find(cfg, out=str(out) if out else None, console=console, progress=progress)
+        run = run_lr_find(preset, weights, out=out, console=console, progress=progress, data=data, size=size, bs=bs,
+                          loader=loader and loader.value, seed=seed, device=device)
     console.print(f"run: {run}\nplot: {run / 'figures' / '10_lr_find.png'}")
 
 
-@app.command("fit-one-cycle")
-def fit_one_cycle_cmd(
-    ctx: typer.Context, data: DataOpt = None, epochs: EpochsOpt = None, lr: LrOpt = None,
-    lr_from: LrFromOpt = None, size: SizeOpt = None, bs: BsOpt = None, weights: WeightsOpt = None,
-    out: OutOpt = None, preset: PresetOpt = "auto", loader: LoaderOpt = None, seed: SeedOpt = 42,
-    device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
-    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
-    mixup: MixupOpt = None, evaluate: EvalFlag = True,
-    tta: TtaFlag = False, export: ExportFlag = False,
-):
-    """fastai fit_one_cycle on the whole model (from random init by default)."""
-    _train(ctx, "fit-one-cycle", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
-           lr=lr, lr_from=lr_from, size=size, bs=bs, loader=loader, seed=seed, device=device,
-           compile=compile or None, progressive=progressive,
-           valid_every=valid_every, clip=clip, mixup=mixup)
+@_command("fit-one-cycle", {**TRAINING, "weights": _weights("none")},
+          help="fastai fit_one_cycle on the whole model (from random init by default).")
+def fit_one_cycle_cmd(preset, weights, out, resume, loader, **flags):
+    _train("fit-one-cycle", preset, weights or "none", out, resume, loader=loader and loader.value, **flags)
 
 
-@app.command("fine-tune")
-def fine_tune_cmd(
-    ctx: typer.Context, data: DataOpt = None, epochs: EpochsOpt = None,
-    freeze_epochs: Annotated[Optional[int], typer.Option("--freeze-epochs", help="Epochs with the body frozen.",
-                                                         show_default="preset's")] = None,
-    lr: LrOpt = None, lr_from: LrFromOpt = None, size: SizeOpt = None, bs: BsOpt = None,
-    weights: WeightsOpt = None, out: OutOpt = None, preset: PresetOpt = "auto", loader: LoaderOpt = None,
-    seed: SeedOpt = 42, device: DeviceOpt = "auto", resume: ResumeOpt = None, compile: CompileOpt = False,
-    progressive: ProgressiveOpt = None, valid_every: ValidEveryOpt = None, clip: ClipOpt = None,
-    mixup: MixupOpt = None, evaluate: EvalFlag = True,
-    tta: TtaFlag = False, export: ExportFlag = False,
-):
-    """fastai fine_tune: body frozen for --freeze-epochs, then all layers with discriminative lrs."""
-    _train(ctx, "fine-tune", preset, weights, out, resume, evaluate, tta, export, data=data, epochs=epochs,
-           freeze_epochs=freeze_epochs, lr=lr, lr_from=lr_from, size=size, bs=bs, loader=loader, seed=seed,
-           device=device, compile=compile or None, progressive=progressive,
-           valid_every=valid_every, clip=clip, mixup=mixup)
+@_command("fine-tune", {**TRAINING, "weights": _weights("imagenet"),
+                        "freeze_epochs": _opt("--freeze-epochs", "Epochs with the body frozen.", typ=Optional[int],
+                                              show_default="preset's"),
+                        "min_freeze_steps": _opt("--min-freeze-steps", "The frozen phase runs at least this many "
+                                                 "optimizer steps (small datasets).", typ=Optional[int], min=0,
+                                                 show_default="preset's")},
+          help="fastai fine_tune: body frozen for --freeze-epochs, then all layers with discriminative lrs "
+               "(ImageNet weights by default).")
+def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
+    _train("fine-tune", preset, weights or "imagenet", out, resume, loader=loader and loader.value, **flags)
 
 
-@app.command("train")
-def train_cmd(
-    ctx: typer.Context, data: DataOpt = None, weights: WeightsOpt = None, out: OutOpt = None,
-    preset: PresetOpt = "auto", epochs: EpochsOpt = None, seed: SeedOpt = 42, device: DeviceOpt = "auto",
-    tta: TtaFlag = False,
-):
-    """The main job: train with the recipe for this machine, evaluate, write the report, export the model."""
-    from .settings import PRESETS as P
-
-    p = preset
-    if p == "auto":
-        import torch
-
-        from .settings import auto_preset
-
-        p = auto_preset(weights or "none", torch.cuda.is_available())
-    command = P.get(p, {}).get("command", "fit-one-cycle")
-    run = _train(ctx, command, p, weights, out, None, True, tta, export=True, data=data, epochs=epochs,
-                 seed=seed, device=device)
+@_command("train", {"data": DATA, "weights": _weights("auto"), "out": OUT, "preset": PRESET, "epochs": EPOCHS,
+                    "time": TIME, "seed": SEED, "device": DEVICE, "tta": TTA},
+          help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
+               "evaluation, report and export, within --time minutes.")
+def train_cmd(data, weights, out, preset, epochs, time, seed, device, tta):
+    run = _train("train", preset, weights or "auto", out, None, data=data, epochs=epochs, time=time, seed=seed,
+                 device=device, evaluate=True, tta=tta, export=True)
     from .runs import read_json
 
     m = read_json(run / "metrics.json")
@@ -289,16 +208,14 @@ def train_cmd(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
-    tta: TtaFlag = False,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
     data: Annotated[Optional[Path], typer.Option("--data", help="The dataset, if it moved since training.")] = None,
 ):
     """Metrics (scikit-learn), confusion matrix, most confused, top losses and all figures for a run."""
     from .evaluate import evaluate_run
-    from .report import write_report
 
     evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console)
-    write_report(run)
     console.print(f"metrics: {run / 'metrics.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
 
 
@@ -318,11 +235,8 @@ def compare(
     """One table of several runs' settings and metrics."""
     from .report import compare_runs
 
-    rows = compare_runs(runs, console)
+    compare_runs(runs, console, json_path=json_path)
     if json_path:
-        from .runs import write_json
-
-        write_json(json_path, rows if len(rows) > 1 else rows[0])
         console.print(f"json: {json_path}")
 
 
@@ -355,10 +269,14 @@ def export(
                                                show_default="models/<run-name>.pkl")] = None,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
 ):
-    """The fastai learner pickle (learn.export) and a pickle-free bundle (safetensors + JSON + ONNX)."""
+    """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
     from .export import export_run
 
     export_run(run, to, which=which.value, log=console.print)
+
+
+PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
+                  "pickles you made or trust; a bundle directory needs no pickle.")
 
 
 @app.command(help="Classify one image or a folder. MODEL is a bundle directory (fast, no pickle, no "
@@ -380,23 +298,26 @@ def predict(
 
 @app.command()
 def bench(
-    data: DataOpt = None,
+    data: DATA[0] = None,
     size: Annotated[int, typer.Option("--size", help="Image size.")] = 128,
     bs: Annotated[int, typer.Option("--bs", help="Batch size.")] = 64,
     images: Annotated[int, typer.Option("--images", help="Training images to time on (a class-balanced subset).")] = 1280,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
     scale: Annotated[bool, typer.Option("--scale", help="Instead: memory and speed on generated 10k and 100k image datasets.")] = False,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Cold-start runs per model (the best is kept).")] = 3,
-    device: DeviceOpt = "auto",
+    transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here vs "
+                                           "training from scratch, at several images per class.")] = False,
+    budget: Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
+                                                    "defaults, each given these minutes, on Imagenette and a "
+                                                    "generated dataset unlike it.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept).")] = 3,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time training with torch.compile.")] = False,
+    device: DEVICE[0] = "auto",
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
-    from . import bench as b
+    from .bench import run
 
-    if scale:
-        b.run_scale(json_path, console=console, device=device)
-    else:
-        b.run_bench(data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
-                    repeats=repeats)
+    run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
+        repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*Consider using tensor\.detach\(\) first")
     cmd = typer.main.get_command(app)
+    prog = Path(sys.argv[0]).name if not sys.argv[0].endswith(("__main__.py", "-c")) else "python -m app"
     try:
-        rc = cmd.main(args=argv, prog_name="python -m app", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0
+        rc = cmd.main(args=argv, prog_name=prog, standalone_mode=False)
+        return rc if isinstance(rc, int) else errors.OK
     except click.exceptions.ClickException as e:
         e.show(file=sys.stderr)
         return e.exit_code
@@ -417,18 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         return errors.INTERRUPTED
     except AppError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
-        if os.environ.get("APP_DEBUG"):
+        if debug():
             raise
         return e.code
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return errors.INTERRUPTED
     except Exception as e:  # a bug: still one line unless asked for the traceback
-        if os.environ.get("APP_DEBUG"):
+        if debug():
             raise
-        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [""]
-        first = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
-        first = first[:300]  # fastai's "Exception occured in `X` ...:" names the callback; the cause follows
-        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first)} (APP_DEBUG=1 shows the traceback)",
-                          soft_wrap=True)
+        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first_line(e, 300))} "
+                          "(APP_DEBUG=1 shows the traceback)", soft_wrap=True)
         return errors.INTERNAL

@@ -3,22 +3,28 @@
 Launch with `torchrun --nproc_per_node N -m app ...` or `accelerate launch --multi_gpu
 --num_processes N -m app ...`. fastai's DistributedTrainer wraps the model in DDP and the
 loaders in DistributedDL (each rank its own shard; predictions gathered for metrics). Two
-small fixes make it run on CPU with gloo too, each a subclass overriding one method:
-  - DistributedTrainer._wrap_dl asked `model.device`, which a DDP-wrapped CPU model lacks;
-    ours passes the loaders' device.
-  - DistributedDL._broadcast moved the index list to CUDA (NCCL needs it); ours only does that
-    on the NCCL backend.
-SyncBatchNorm is GPU-only: it is used on GPUs, not on CPU.
+subclasses make it run on CPU with gloo too:
+  - CpuSafeDistributedTrainer._wrap_dl: fastai asks `model.device`, which a DDP-wrapped CPU
+    model lacks; ours passes the loaders' device.
+  - GlooSafeDistributedDL._broadcast: fastai moves the index list to CUDA (NCCL needs it);
+    ours does that only on the NCCL backend.
+SyncBatchNorm is GPU-only: it is used on GPUs, not on CPU. The launcher's variables (WORLD_SIZE,
+RANK, LOCAL_RANK) are read here and nowhere else.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
+import torch.distributed
 from fastai.distributed import DistributedDL, DistributedTrainer
+
+# Rank 0 scans the dataset and builds the decoded cache while the others wait at a barrier; on
+# ImageNet that takes far longer than NCCL's 10-minute default, which would abort the run.
+BARRIER_TIMEOUT = datetime.timedelta(hours=6)
 
 
 def world_size() -> int:
@@ -29,12 +35,12 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def init(device: torch.device) -> None:
-    """Start the process group once, with the backend Accelerate picks (gloo on CPU, NCCL on GPU)."""
-    if world_size() > 1 and not torch.distributed.is_initialized():
-        from accelerate import PartialState
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
-        PartialState(cpu=device.type == "cpu")
+
+def is_rank0() -> bool:
+    return rank() == 0
 
 
 class GlooSafeDistributedDL(DistributedDL):
@@ -45,26 +51,22 @@ class GlooSafeDistributedDL(DistributedDL):
         torch.distributed.broadcast(t, rank)
         return t.cpu().tolist()
 
-    def get_idxs(self):
-        idxs = super().get_idxs()
-        log = os.environ.get("APP_SHARD_LOG")  # for tests: which items this rank was given
-        if log and self.dl is getattr(self, "_train_dl", None):
-            with open(f"{log}.rank{self.rank}", "a") as f:
-                f.write(",".join(map(str, idxs)) + "\n")
-        return idxs
-
 
 class CpuSafeDistributedTrainer(DistributedTrainer):
     def _wrap_dl(self, dl):
-        if isinstance(dl, DistributedDL):
-            return dl
-        ddl = GlooSafeDistributedDL(dl, device=self.dls.device)
-        ddl._train_dl = self.old_dls[0] if getattr(self, "old_dls", None) else None
-        return ddl
+        return dl if isinstance(dl, DistributedDL) else GlooSafeDistributedDL(dl, device=self.dls.device)
+
+
+def init(device) -> None:
+    """Start the process group once, with the backend Accelerate picks (gloo on CPU, NCCL on GPU)."""
+    if world_size() > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=device.type == "cpu", timeout=BARRIER_TIMEOUT)  # passed to init_process_group
 
 
 @contextmanager
-def distributed(learn, device: torch.device):
+def distributed(learn, device):
     """fastai's distrib_ctx, with the CPU-safe trainer; a no-op in a single process."""
     if world_size() <= 1:
         yield learn
@@ -81,18 +83,29 @@ def distributed(learn, device: torch.device):
         learn.remove_cb(CpuSafeDistributedTrainer)
 
 
+def unwrap_dl(dl):
+    """The loader itself, also under DDP (fastai's DistributedDL wraps it as `.dl`)."""
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
+
+def unwrap_model(model):
+    """The plain module under DDP (`.module`) and an old-style torch.compile wrapper (`._orig_mod`)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def barrier() -> None:
     if world_size() > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
 
-def broadcast_path(p: Path | None) -> Path:
-    """Every rank gets rank 0's value (the run directory it created)."""
+def broadcast(obj):
+    """Every rank gets rank 0's value (the run directory it created, the time-budget plan)."""
     if world_size() <= 1 or not torch.distributed.is_initialized():
-        return p
-    obj = [str(p) if p else None]
-    torch.distributed.broadcast_object_list(obj, src=0)
-    return Path(obj[0])
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def rank0_first(fn):

@@ -27,6 +27,10 @@ class AppError(Exception):
             self.code = code
 
 
+class UsageError(AppError):
+    code = USAGE
+
+
 class DataError(AppError):
     code = DATA
 
@@ -41,3 +45,22 @@ class RunError(AppError):
 
 class NetworkError(AppError):
     code = NETWORK
+
+
+class NothingToDo(AppError):
+    code = NOTHING
+
+
+class Interrupted(AppError):
+    code = INTERRUPTED
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception cut to its first non-empty line (its type name when it has no message). A line
+    ending in ':' is joined to the next: fastai's "Exception occured in `X` ...:" puts the cause there."""
+    text = str(getattr(e, "reason", "") or e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return first[:limit]

@@ -1,6 +1,6 @@
 """Evaluation: one pass of predictions over the validation set, then scikit-learn metrics,
 fastai's ClassificationInterpretation (confusion, most confused, top losses), optional TTA,
-and every figure, written into the run directory."""
+learn.summary(), and every figure, written into the run directory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from fastai.interpret import ClassificationInterpretation
 
-from .runs import is_rank0, load_run, write_json
+from .distributed import is_rank0
+from .runs import read_json, write_json, write_text
 
 
 class Interp(ClassificationInterpretation):
@@ -59,12 +60,30 @@ def metrics_from(probs, targs, vocab) -> dict:
 
 
 def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figures: bool = True,
-                     ds=None) -> dict:
-    """Metrics, interpretation and figures for `learn` on its validation set, into `run`."""
+                     ds=None, which: str = "last") -> dict:
+    """Metrics, interpretation and figures for `learn` (the run's `which` model) on its validation
+    set, into `run`."""
     from . import figures as fig
 
     run = Path(run)
     interp = Interp.compute(learn)
+    m = scores(learn, interp, cfg, tta)
+    m["model"] = which
+    if not is_rank0():
+        return m
+    _keep_earlier_tta(run / "metrics.json", m)
+    write_json(run / "metrics.json", m)
+    write_top_losses(interp, run / "top_losses.csv", ds)
+    log(format_metrics(m))
+    if figures:
+        fig.all_figures(learn, run, m, interp, ds=ds, log=log)
+        write_text(run / "summary.txt", model_summary(learn))
+    return m
+
+
+def scores(learn, interp, cfg, tta: bool) -> dict:
+    """metrics.json's content: scikit-learn metrics, confusion, most confused, and TTA's metrics
+    (computed from TTA's own predictions) when asked."""
     vocab = list(learn.dls.vocab)
     m = metrics_from(interp.probs, interp.targs, vocab)
     m["confusion"] = interp.confusion_matrix().tolist()
@@ -75,24 +94,29 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
         tp, tt = learn.tta(dl=learn.dls.valid)
         t = metrics_from(tp, tt, vocab)
         m["tta"] = {k: t[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}
-    if not is_rank0():
-        return m
-    old = run / "metrics.json"
-    if old.is_file() and not tta:  # keep a TTA result an earlier evaluate computed
-        from .runs import read_json
-
-        prev = read_json(old)
-        if "tta" in prev and prev.get("n") == m["n"]:
-            m["tta"] = prev["tta"]
-    write_json(run / "metrics.json", m)
-    _write_top_losses(interp, run / "top_losses.csv", ds)
-    log(format_metrics(m))
-    if figures:
-        fig.all_figures(learn, run, m, interp, ds=ds, log=log)
     return m
 
 
-def _write_top_losses(interp, path: Path, ds=None) -> None:
+def _keep_earlier_tta(old: Path, m: dict) -> None:
+    """An evaluation without --tta keeps the TTA scores an earlier one computed for the same model
+    (same `which`, same predictions), never another model's."""
+    if "tta" in m or not old.is_file():
+        return
+    prev = read_json(old)
+    same = prev.get("model", "last") == m["model"] and prev.get("n") == m["n"] and prev.get("accuracy") == m["accuracy"]
+    if "tta" in prev and same:
+        m["tta"] = prev["tta"]
+
+
+def model_summary(learn) -> str:
+    """fastai's learn.summary() as text (it needs one batch from the validation loader)."""
+    try:
+        return str(learn.summary())
+    except Exception as e:  # summary is a convenience; never let it fail an evaluation
+        return f"learn.summary() failed: {e}"
+
+
+def write_top_losses(interp, path: Path, ds=None) -> None:
     """Every validation image, worst first: what `review` steps through."""
     losses, idx = interp.top_losses()
     vocab = list(interp.vocab)
@@ -136,7 +160,8 @@ def format_metrics(m: dict) -> str:
 def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: str | None = None,
                  console=None) -> dict:
     """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it."""
+    from .learner import load_run
+
     log = console.print if console else print
     learn, cfg, ds = load_run(run, which=which, data=data, log=log)
-    learn.cur_size = cfg.size
-    return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds)
+    return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which)

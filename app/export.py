@@ -1,21 +1,30 @@
 """Export: the fastai learner pickle users know (learn.export), and beside it a bundle that
 needs no pickle: model.safetensors (weights), model.json (everything needed to rebuild and
-use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch)."""
+use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch on
+real validation images, through the same preprocessing `predict` runs).
+
+The pickle is a stock fastai Learner: only fastai, torch and standard-library objects, so
+`load_learner` works in any notebook with fastai installed, not only inside this project.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import pickletools
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .bundle import BUNDLE_FORMAT, to_input
+from .distributed import unwrap_model
 from .errors import RunError
-from .runs import read_json
+from .runs import load_config, read_json
 from .settings import models_root
 
-BUNDLE_FORMAT = "alexnet-cli-bundle/1"
 ONNX_OPSET = 17
 
 
@@ -30,88 +39,106 @@ def _targets(run: Path, to: Path | None) -> tuple[Path, Path]:
     return pkl, bundle
 
 
-def _plain_model(learn):
-    m = learn.model
-    m = getattr(m, "module", m)
-    return getattr(m, "_orig_mod", m)
+def plain_model(learn):
+    """The trained module alone: unwrapped (DDP), uncompiled, fp32, contiguous, on the CPU."""
+    model = unwrap_model(learn.model)
+    model.__dict__.pop("_compiled_call_impl", None)  # nn.Module.compile() in place: the pickle holds none of it
+    return model.float().cpu().to(memory_format=torch.contiguous_format).eval()
 
 
 def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print) -> tuple[Path, Path]:
     """Both artefacts for a trained `learn` from `run`; neither overwrites anything."""
-    from .runs import load_config
+    from .dataset import scan
 
     run = Path(run)
     pkl, bundle = _targets(run, to)
     cfg, meta = load_config(run)
+    ds = ds or scan(cfg.data)
+    model = plain_model(learn)
     pkl.parent.mkdir(parents=True, exist_ok=True)
-    _export_pickle(learn, cfg, pkl, ds)
+    export_pickle(model, cfg, ds, list(learn.dls.vocab), pkl)
     log(f"learner pickle: {pkl}  (load_learner runs code from it: share the bundle instead)")
-    write_bundle(learn, run, cfg, meta, bundle, ds)
+    write_bundle(model, run, cfg, meta, bundle, ds)
     log(f"bundle: {bundle}  (model.safetensors, model.json, model.onnx)")
     return pkl, bundle
 
 
-def _export_pickle(learn, cfg, pkl: Path, ds=None) -> None:
-    """learn.export with DataBlock loaders (same vocab, size, normalisation), so the pickle is a
-    stock fastai learner whose predict() reads image files, whatever loader trained it."""
-    from .data import scan
-    from .loaders import datablock
+def stock_dls(ds, cfg, vocab: list[str]):
+    """DataLoaders made of fastai's own pieces (PILImage, ItemGetter, Categorize, Resize,
+    aug_transforms, Normalize with ImageNet statistics): same vocab, size and normalisation as
+    training, and nothing of this package, so the pickle loads wherever fastai does."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import RandomSplitter
+    from fastai.vision.augment import Resize
+    from fastai.vision.data import ImageBlock
 
-    ds = ds or scan(cfg.data)
-    small = type(ds)(ds.root, ds.classes, [next(i for i in ds.items if i.split == s) for s in ("train", "val")])
-    dls = datablock(small, cfg.replace(min_scale=1.0), cfg.size).dataloaders(ds.root, bs=2, num_workers=0)
-    import torch
-    from fastai.callback.fp16 import MixedPrecision
+    from .loaders import batch_augs, norm
 
-    from .callbacks import ModelInputs
-
-    old_dls, old_model, old_cbs = learn.dls, learn.model, list(learn.cbs)
-    speed = [cb for cb in learn.cbs if isinstance(cb, (ModelInputs, MixedPrecision))]
-    learn.dls, learn.model = dls, _plain_model(learn).float().to(memory_format=torch.contiguous_format)
-    learn.remove_cbs(speed)  # training-speed settings; the pickle is a plain fp32 learner
-    try:
-        learn.export(pkl.resolve())
-    finally:
-        learn.dls, learn.model = old_dls, old_model
-        learn.add_cbs([cb for cb in old_cbs if cb in speed])
+    picks = [next(i for i in ds.items if i.split == s) for s in ("train", "val")]
+    block = DataBlock.from_columns(
+        blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
+        item_tfms=Resize(cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
+    )
+    items = ([str(i.path) for i in picks], [vocab[i.label] for i in picks])
+    return block.dataloaders(items, path=ds.root, bs=2, num_workers=0)
 
 
-def write_bundle(learn, run: Path, cfg, meta: dict, bundle: Path, ds=None) -> Path:
+def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
+    """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
+    would still name a module of this package."""
+    from .model import Weights, build_learner
+
+    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), cfg.label_smoothing, log=lambda *_: None,
+                          head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
+    learn.model.load_state_dict(model.state_dict())
+    learn.unfreeze()
+    learn.export(pkl.resolve())
+    foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
+    if foreign:
+        pkl.unlink()
+        raise RunError(f"the learner pickle would need this package to load ({', '.join(foreign)}); not written")
+
+
+def pickle_modules(pkl: Path) -> set[str]:
+    """Every module a fastai learner pickle imports when loaded (its GLOBAL/STACK_GLOBAL opcodes)."""
+    with zipfile.ZipFile(pkl) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    mods, strings = set(), []
+    for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+        if op.name == "GLOBAL":
+            mods.add(arg.split(" ")[0])
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            mods.add(strings[-2])
+        if isinstance(arg, str):
+            strings.append(arg)
+    return mods
+
+
+def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
     from safetensors.torch import save_file
 
     from .loaders import norm
 
-    model = _plain_model(learn).eval()
     tmp = bundle.with_name(bundle.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=False)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"))
-    classes = meta.get("classes") or list(learn.dls.vocab)
-    synsets = meta.get("synsets") or _synsets(classes)
+    classes = meta.get("classes") or []
     n = norm()
-    mean = [float(x) for x in n.mean.flatten()]
-    std = [float(x) for x in n.std.flatten()]
-    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg, mean, std))
-    metrics = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
+    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg.size, mean, std))
     info = {
         "format": BUNDLE_FORMAT,
-        "architecture": {
-            "name": "alexnet",
-            "body": "torchvision.models.alexnet().features",
-            "head": "fastai.vision.learner.create_head(512, n_classes) (AdaptiveConcatPool2d, BN, dropout, linear)",
-            "n_classes": len(classes),
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-            "state_dict_keys": len(state),
-        },
+        "architecture": _architecture(model, len(classes), len(state)),
         "classes": classes,
-        "synsets": synsets,
+        "synsets": meta.get("synsets") or classes,
         "input": {"size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
                   "resize": "centre crop to square, bilinear resize (fastai Resize)", "scale": 1 / 255},
         "normalize": {"mean": mean, "std": std},
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
                  "dynamic_batch": True, "max_abs_diff_vs_torch": diff},
-        "metrics": {k: metrics[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n", "tta")
-                    if k in metrics},
+        "metrics": _metrics(run),
+        "weights": meta.get("weights_used", cfg.weights),
         "data_fingerprint": meta.get("data_fingerprint"),
         "data": cfg.data,
         "train_config": cfg.to_dict(),
@@ -124,11 +151,20 @@ def write_bundle(learn, run: Path, cfg, meta: dict, bundle: Path, ds=None) -> Pa
     return bundle
 
 
-def _synsets(classes: list[str]) -> list[str]:
-    from .data import IMAGENETTE
+def _architecture(model, n_classes: int, n_keys: int) -> dict:
+    return {
+        "name": "alexnet",
+        "body": "torchvision.models.alexnet().features",
+        "head": "fastai.vision.learner.create_head(512, n_classes) (AdaptiveConcatPool2d, BN, dropout, linear)",
+        "n_classes": n_classes,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "state_dict_keys": n_keys,
+    }
 
-    inv = {v: k for k, v in IMAGENETTE.items()}
-    return [inv.get(c, c) for c in classes]
+
+def _metrics(run: Path) -> dict:
+    m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    return {k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n", "tta") if k in m}
 
 
 def _lib_versions() -> dict:
@@ -139,45 +175,44 @@ def _lib_versions() -> dict:
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
 
 
-def _sample_inputs(ds, cfg, mean, std, n: int = 16) -> np.ndarray:
-    """Real validation images preprocessed exactly as the light predictor does."""
+def _sample_inputs(ds, size: int, mean, std, n: int = 16) -> np.ndarray:
+    """Real validation images, loaded and preprocessed exactly as `predict` does."""
     from .images import BadImage, load_square
 
+    val = [i for i in ds.items if i.split == "val"]
     arrs = []
-    if ds is not None:
-        for it in [i for i in ds.items if i.split == "val"][:: max(1, len(ds.items) // (4 * n))][:n]:
-            try:
-                arrs.append(load_square(it.path, cfg.size))
-            except BadImage:
-                continue
+    for it in val[:: max(1, len(val) // n)]:
+        try:
+            arrs.append(load_square(it.path, size))
+        except BadImage:
+            continue
+        if len(arrs) == n:
+            break
     if not arrs:
-        arrs = [np.random.default_rng(0).integers(0, 256, (cfg.size, cfg.size, 3), dtype=np.uint8)]
-    x = np.stack(arrs).astype(np.float32) / 255.0
-    x = (x - np.array(mean, np.float32)) / np.array(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        raise RunError(f"no readable validation image in {ds.root} to check the ONNX export on")
+    return to_input(arrs, mean, std)
 
 
 def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
     """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`."""
     import onnx
-    import onnxruntime as ort
 
-    model = model.float().cpu().eval()
+    from .predict import onnx_session
+
     dummy = torch.zeros(2, 3, size, size)
     torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     onnx.checker.check_model(onnx.load(str(path)))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(["logits"], {"input": x})[0]
+    got = onnx_session(path).run(["logits"], {"input": x})[0]
     with torch.no_grad():
-        want = model(torch.from_numpy(x).contiguous()).numpy()
+        want = model(torch.from_numpy(x)).numpy()
     return float(np.abs(got - want).max())
 
 
 def export_run(run: Path, to: Path | None = None, which: str = "last", log=print) -> tuple[Path, Path]:
     """`python -m app export RUN`."""
-    from .runs import load_run
+    from .learner import load_run
 
     learn, cfg, ds = load_run(run, which=which, log=lambda *_: None)
     return export_learner(learn, Path(run), to, ds=ds, log=log)

@@ -17,26 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .runs import read_json  # noqa: E402
+from .runs import FIGURES, read_json  # noqa: E402
 
-FIGURES = {
-    "samples": "01_dataset_samples.png",
-    "loss": "02_loss_per_epoch.png",
-    "accuracy": "03_accuracy_per_epoch.png",
-    "curve": "04_learning_curve.png",
-    "overall": "05_overall_metrics.png",
-    "confusion": "06_confusion_matrix.png",
-    "per_class": "07_per_class_metrics.png",
-    "architecture": "08_model_architecture.png",
-    "top_losses": "09_top_losses.png",
-    "lr_find": "10_lr_find.png",
-}
 plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.titleweight": "bold"})
 
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight", facecolor="white")
+    photo = path.suffix == ".jpg"  # photo grids as JPEG: a tenth of the PNG's bytes in the report
+    fig.savefig(path, bbox_inches="tight", facecolor="white", **({"pil_kwargs": {"quality": 85}} if photo else {}))
     plt.close(fig)
     return path
 
@@ -244,7 +233,7 @@ def layer_table(model, size: int) -> list[dict]:
     model.eval()
     try:
         p = next(model.parameters())
-        with torch.no_grad():
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"):  # hooks fire (a compiled graph skips them)
             model(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks:
@@ -343,14 +332,5 @@ def all_figures(learn, run: Path, m: dict, interp=None, ds=None, log=print) -> l
         p = fn(d / FIGURES[key])
         if p:
             out.append(p)
-    (run / "summary.txt").write_text(model_summary(learn))
-    log(f"figures: {len(out)} PNG files in {d}")
+    log(f"figures: {len(out)} files in {d}")
     return out
-
-
-def model_summary(learn) -> str:
-    """fastai's learn.summary() as text (it needs one batch from the validation loader)."""
-    try:
-        return str(learn.summary())
-    except Exception as e:  # summary is a convenience; never let it fail an evaluation
-        return f"learn.summary() failed: {e}"

@@ -140,6 +140,21 @@ def load_square(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(center_crop_resize(open_rgb(path, min_size=size), size))
 
 
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jfif")
+
+
+def needs_pil(path: str | Path) -> bool:
+    """True unless `path` is a plain JPEG that nvJPEG decodes as PIL does: RGB or grayscale, no
+    EXIF rotation (nvJPEG ignores it and mis-decodes CMYK/YCCK). Reads the header only."""
+    if not str(path).lower().endswith(JPEG_EXTENSIONS):
+        return True
+    try:
+        with Image.open(path) as im:
+            return im.format != "JPEG" or im.mode not in ("RGB", "L") or im.getexif().get(0x0112, 1) != 1
+    except Exception:  # let the PIL path give its verdict
+        return True
+
+
 def check_image(path: str | Path) -> str | None:
     """None when `path` decodes, else the reason it does not."""
     try:

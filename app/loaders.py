@@ -1,8 +1,9 @@
-"""fastai DataLoaders over a scanned dataset: the stock DataBlock, and a fast loader over the cache.
+"""fastai DataLoaders over a scanned dataset: the stock DataBlock (`--loader datablock`), and the
+cached loader over the decoded cache (`--loader cached`, the default).
 
 Both give the same vocab (class order), splits, normalisation and batch augmentation, so a
 Learner, its callbacks, show_batch, ClassificationInterpretation and TTA work on either. The
-fast loader gathers whole batches of pre-decoded uint8 images (no per-item Python, no JPEG
+cached loader gathers whole batches of pre-decoded uint8 images (no per-item Python, no JPEG
 decoding, no worker processes) and leaves resizing and augmentation to fastai's batch transforms
 on the training device.
 """
@@ -27,10 +28,19 @@ from fastcore.basics import chunked
 from fasttransform import DisplayedTransform, Transform
 
 from .cache import Cache
-from .data import Dataset, human_name
+from .dataset import Dataset, human_name
+from .distributed import unwrap_dl
 from .images import BadImage, open_rgb
 
-SKIPPED_AT_LOAD: list[tuple[str, str]] = []  # files that went bad after the scan
+_skipped_at_load: list[tuple[str, str]] = []  # files that went bad after the scan (DataBlock loader)
+
+
+def take_skipped_at_load() -> list[tuple[str, str]]:
+    """Files the DataBlock loader had to skip since the last call (changed on disk after the scan):
+    the run adds them to skipped.csv and its end-of-run list."""
+    out = sorted(set(_skipped_at_load))
+    _skipped_at_load.clear()
+    return out
 
 
 class SafePILImage(PILImage):
@@ -42,7 +52,7 @@ class SafePILImage(PILImage):
             try:
                 return cls(open_rgb(fn))
             except BadImage as e:
-                SKIPPED_AT_LOAD.append((str(fn), str(e)))
+                _skipped_at_load.append((str(fn), str(e)))
                 raise SkipItemException(str(e)) from None
         return super().create(fn, **kwargs)
 
@@ -64,11 +74,11 @@ class ResizeBatch(DisplayedTransform):
         return TensorImage(y)
 
 
-def batch_augs(cfg, size: int, fast: bool) -> list:
-    """fastai's aug_transforms; on the fast path its zoom also does the random-resized crop."""
-    max_zoom = 1 / math.sqrt(cfg.min_scale) if fast and cfg.min_scale < 1 else 1.1
+def batch_augs(cfg, size: int, cached: bool) -> list:
+    """fastai's aug_transforms; on the cached loader its zoom also does the random-resized crop."""
+    max_zoom = 1 / math.sqrt(cfg.min_scale) if cached and cfg.min_scale < 1 else 1.1
     return aug_transforms(
-        size=size if fast else None, max_zoom=max_zoom, max_rotate=cfg.max_rotate,
+        size=size if cached else None, max_zoom=max_zoom, max_rotate=cfg.max_rotate,
         max_lighting=cfg.max_lighting, max_warp=cfg.max_warp,
     )
 
@@ -84,8 +94,8 @@ def _item_resize(cfg, size):
 
 
 class FolderLabel:
-    """Label of ROOT/<split>/<class folder>/.../file: the folder's human name. A plain class, so
-    the exported learner pickles it (a lambda or bound dict method would not)."""
+    """Label of ROOT/<split>/<class folder>/.../file: the folder's human name. Training only: the
+    exported pickle carries no labeller (export.py)."""
 
     def __init__(self, root):
         self.root = str(Path(root).resolve())
@@ -96,7 +106,7 @@ class FolderLabel:
 
 
 class RowLabel:
-    """Label of a cache row (fast loader)."""
+    """Label of a cache row (cached loader)."""
 
     def __init__(self, names, labels):
         self.names, self.labels = list(names), list(labels)
@@ -114,7 +124,7 @@ def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
         splitter=FuncSplitter(lambda p: p in val),
         get_y=FolderLabel(ds.root),
         item_tfms=_item_resize(cfg, size),
-        batch_tfms=[*batch_augs(cfg, size, fast=False), norm()],
+        batch_tfms=[*batch_augs(cfg, size, cached=False), norm()],
     )
 
 
@@ -123,11 +133,11 @@ def datablock_dls(ds: Dataset, cfg, size: int, device=None):
     return datablock(ds, cfg, size).dataloaders(ds.root, bs=cfg.bs, device=device, **kw)
 
 
-# ------------------------------------------------------------------ the fast loader
+# ------------------------------------------------------------------ the cached loader
 
 
-class Stores:
-    """The decoded caches a fast loader reads, one per stored size, and the one in use. Each
+class CacheStore:
+    """The decoded caches a cached loader reads, one per stored size, and the one in use. Each
     training size reads the cache stored just above it (cache.stored_size), so small progressive
     sizes do not pay for shrinking big images every batch."""
 
@@ -172,7 +182,7 @@ class Stores:
 class CachedImage(Transform):
     """Cache row -> TensorImage (uint8 CHW). Only the per-item path (show, decode) uses it."""
 
-    def __init__(self, stores: Stores):
+    def __init__(self, stores: CacheStore):
         super().__init__()
         self.stores = stores
 
@@ -180,7 +190,7 @@ class CachedImage(Transform):
         return TensorImage(self.stores.batch([row])[0])
 
 
-class FastDL(TfmdDL):
+class CachedDL(TfmdDL):
     """A fastai TfmdDL whose batches are gathered whole from the decoded cache."""
 
     def __init__(self, dataset=None, stores=None, labels=None, **kwargs):
@@ -204,7 +214,7 @@ class FastDL(TfmdDL):
             yield TensorImage(x), TensorCategory(y)
 
 
-def fast_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
+def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
     """DataLoaders over the decoded caches ({stored size: Cache}, or one Cache)."""
 
     if isinstance(caches, Cache):
@@ -212,7 +222,7 @@ def fast_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
     device = torch.device(device or "cpu")
     first = caches[max(caches)]
     assert all(c.paths == first.paths for c in caches.values()), "caches of one dataset must align"
-    stores = Stores(caches, device, resident)
+    stores = CacheStore(caches, device, resident)
     stores.select(size)
     labels = torch.as_tensor(first.labels, device=device)
     names = [human_name(c) for c in first.classes]
@@ -223,15 +233,16 @@ def fast_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
         splits=splits,
     )
     return dsets.dataloaders(
-        bs=cfg.bs, dl_type=FastDL, device=device, stores=stores, labels=labels,
-        after_batch=[IntToFloatTensor(), ResizeBatch(size), *batch_augs(cfg, size, fast=True), norm()],
+        bs=cfg.bs, dl_type=CachedDL, device=device, stores=stores, labels=labels,
+        after_batch=[IntToFloatTensor(), ResizeBatch(size), *batch_augs(cfg, size, cached=True), norm()],
     )
 
 
 def set_size(dls, size: int) -> None:
     """Progressive resizing: every size-bearing transform of every loader to `size`, and the
-    fast loader to the cache stored for that size."""
-    for dl in dls.loaders:
+    cached loader to the cache stored for that size. Under DDP the loaders are fastai's
+    DistributedDL wrappers, whose batches go through the inner loader's transforms."""
+    for dl in map(unwrap_dl, dls.loaders):
         if getattr(dl, "stores", None) is not None:
             dl.stores.select(size)
         for pipe in (getattr(dl, "after_item", None), getattr(dl, "after_batch", None)):

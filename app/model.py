@@ -1,43 +1,119 @@
 """The model and its weights: torchvision AlexNet under fastai's vision_learner head.
 
-`--weights` is `imagenet` (torchvision's download, fastai's pretrained=True path), `none`
+`--weights` is `imagenet` (torchvision's ImageNet file: torch's hub cache first, else a download
+with progress), `auto` (imagenet when it can be had, else random init, said in one line), `none`
 (random init) or a path: a torchvision-format AlexNet state dict (.pth) or an exported bundle
-directory. Weights files are read with weights_only=True or safetensors: no pickle runs.
-A file that does not fit is refused with what does not match; nothing falls back silently.
+directory. One resolver (`resolve_weights`) decides, and says which weights and why; weights
+files are read with weights_only=True or safetensors: no pickle runs. A file that does not fit is
+refused with what does not match; a file named like torchvision's whose SHA-256 does not start
+with the name's hash is refused; nothing falls back silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import sys
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError, NetworkError
+from .errors import ModelError, NetworkError, first_line
 
 IMAGENET_FILE = "alexnet-owt-7be5be79.pth"
+IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
+_HASHED_NAME = re.compile(r"^alexnet-[a-z0-9]+-(?P<prefix>[0-9a-f]{6,})\.pth$")  # torchvision's naming
 
 
-def alexnet_arch():
-    from torchvision.models import alexnet
+@dataclass
+class Weights:
+    """What initialises the model: `kind` is none | imagenet | state_dict | bundle."""
 
-    return alexnet
+    kind: str
+    path: Path | None = None
+    reason: str = ""
+
+    @property
+    def spec(self) -> str:
+        """The value config.json's `weights` holds: 'none', 'imagenet' or the path."""
+        return self.kind if self.kind in ("none", "imagenet") else str(self.path)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind != "none"
 
 
-def _unwrap(sd):
-    """Accept {'state_dict': ...}, {'model': ...} and DataParallel 'module.' prefixes."""
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ModelError("weights file does not hold a state dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+def hub_checkpoints() -> Path:
+    """Where torchvision keeps downloaded weights ($TORCH_HOME/hub/checkpoints)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def check_hash(path: Path) -> None:
+    """A file named like torchvision's (alexnet-owt-<prefix>.pth) must hash to that prefix."""
+    m = _HASHED_NAME.match(Path(path).name)
+    if not m:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if not h.hexdigest().startswith(m["prefix"]):
+        raise ModelError(f"{path} is corrupt or not the file its name says: SHA-256 {h.hexdigest()[:12]}... does "
+                         f"not start with {m['prefix']}; delete it and download it again")
+
+
+def fetch_imagenet(progress: bool = True) -> Path:
+    """torchvision's ImageNet AlexNet file: from the hub cache (no network), else downloaded into it."""
+    import torch.hub
+
+    target = hub_checkpoints() / IMAGENET_FILE
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix = _HASHED_NAME.match(IMAGENET_FILE)["prefix"]
+        try:
+            torch.hub.download_url_to_file(IMAGENET_URL, str(target), hash_prefix=prefix, progress=progress)
+        except Exception as e:  # URLError, HTTPError, timeouts, a hash mismatch: no usable file
+            raise imagenet_error(e) from None
+    check_hash(target)
+    return target
+
+
+def imagenet_error(e: Exception) -> NetworkError:
+    return NetworkError(
+        f"ImageNet weights need {IMAGENET_FILE} from download.pytorch.org, and the download failed "
+        f"({first_line(e, 100)}); put the file in {hub_checkpoints()}/ or pass --weights PATH to a "
+        "torchvision AlexNet state dict"
+    )
 
 
 def check_weights(weights: str | None) -> None:
     """Up-front check of --weights (no torch import): a path must exist."""
-    if weights and weights not in ("none", "imagenet") and not Path(weights).exists():
+    if weights and weights not in ("none", "imagenet", "auto") and not Path(weights).exists():
         raise ModelError(f"weights file not found: {weights}")
+
+
+def resolve_weights(spec: str | None, progress: bool = True) -> Weights:
+    """The one place that turns --weights into weights, with the reason recorded in config.json."""
+    spec = spec or "none"
+    if spec == "none":
+        return Weights("none", reason="--weights none: random init")
+    if spec in ("imagenet", "auto"):
+        try:
+            path = fetch_imagenet(progress)
+        except NetworkError as e:
+            if spec == "imagenet":
+                raise
+            return Weights("none", reason=f"--weights auto: ImageNet weights unavailable offline, so random init ({e})")
+        return Weights("imagenet", path, f"--weights {spec}: ImageNet (torchvision AlexNet_Weights.IMAGENET1K_V1) "
+                                         f"from {path}")
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return Weights("bundle", p, f"--weights {spec}: an exported bundle")
+    if not p.is_file():
+        raise ModelError(f"weights file not found: {p}")
+    check_hash(p)
+    return Weights("state_dict", p, f"--weights {spec}: a torchvision AlexNet state dict")
 
 
 def read_state_dict(path: str | Path) -> dict:
@@ -55,24 +131,37 @@ def read_state_dict(path: str | Path) -> dict:
     except ModelError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot read weights file {path}: {first}") from None
+        raise ModelError(f"cannot read weights file {path}: {first_line(e)}") from None
+
+
+def _unwrap(sd):
+    """Accept {'state_dict': ...}, {'model': ...} and DataParallel 'module.' prefixes."""
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise ModelError("weights file does not hold a state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
 def _mismatch(expected: dict, given: dict, what: str, src: Path, show=lambda k: k) -> None:
-    """ModelError naming (in the file's own key names, via `show`) what is missing or mis-shaped."""
+    """ModelError naming (in the file's own key names, via `show`) what is missing, unexpected or
+    mis-shaped."""
     missing = [show(k) for k in expected if k not in given]
+    extra = [show(k) for k in given if k not in expected]
     shapes = [
         f"{show(k)} is {tuple(given[k].shape)}, expected {tuple(v.shape)}"
         for k, v in expected.items()
         if k in given and tuple(given[k].shape) != tuple(v.shape)
     ]
-    if missing or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:4])}")
-        if shapes:
-            parts.append(f"wrong shape: {'; '.join(shapes[:3])}")
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:4])}")
+    if extra:
+        parts.append(f"unexpected {len(extra)} tensor(s): {', '.join(extra[:4])}")
+    if shapes:
+        parts.append(f"wrong shape: {'; '.join(shapes[:3])}")
+    if parts:
         raise ModelError(f"{src} does not fit {what}: {' | '.join(parts)}")
 
 
@@ -88,7 +177,7 @@ def load_torchvision_body(model, path: str | Path) -> int:
             f"{path} is not a torchvision AlexNet state dict (no 'features.*' keys; found {sample})"
         )
     _mismatch(expected, given, "AlexNet's convolutional body", Path(path), show=lambda k: "features." + k[2:])
-    body.load_state_dict({k: given[k] for k in expected})
+    body.load_state_dict(given)
     return len(expected)
 
 
@@ -112,18 +201,6 @@ def load_bundle(model, bundle: str | Path, vocab: list[str]) -> str:
     return "body only (different classes: new head)"
 
 
-def imagenet_error(e: Exception) -> NetworkError:
-    import torch
-
-    reason = str(getattr(e, "reason", "") or e).strip().splitlines()
-    reason = reason[0][:100] if reason else type(e).__name__
-    return NetworkError(
-        f"ImageNet weights need {IMAGENET_FILE} from download.pytorch.org, and the download "
-        f"failed ({reason}); put the file in {torch.hub.get_dir()}/checkpoints/ or pass "
-        "--weights PATH to a torchvision AlexNet state dict"
-    )
-
-
 def make_loss(label_smoothing: float):
     from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 
@@ -132,42 +209,36 @@ def make_loss(label_smoothing: float):
     return CrossEntropyLossFlat()
 
 
-def quiet(learn, always: bool = False):
-    """fastprogress bars only on a terminal: piped output (CI, logs) stays one line per message."""
-    if always or not sys.stdout.isatty() or os.environ.get("APP_PROGRESS") == "0":
-        from fastai.callback.progress import ProgressCallback
-
-        learn.remove_cb(ProgressCallback)
-    return learn
-
-
-def build_learner(dls, weights: str = "none", label_smoothing: float = 0.0, wd=None, path=".",
-                  cbs=None, metrics=None, log=print, ps: float = 0.5):
-    """vision_learner(dls, alexnet) with the requested weights; never silently random."""
+def build_learner(dls, weights: Weights | str = "none", label_smoothing: float = 0.0, wd=None, path=".",
+                  cbs=None, metrics=None, log=print, head_dropout: float = 0.5):
+    """vision_learner(dls, alexnet) with the resolved weights; never silently random. A pretrained
+    body starts frozen, as fastai's pretrained=True does."""
     import fastai.callback.all  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find, to_fp16)
     from fastai.metrics import F1Score, accuracy
     from fastai.vision.learner import vision_learner
+    from torchvision.models import alexnet
 
-    kw = dict(
-        loss_func=make_loss(label_smoothing), metrics=metrics or [accuracy, F1Score(average="macro")],
-        path=path, model_dir="models", cbs=cbs, wd=wd, ps=ps,
+    w = weights if isinstance(weights, Weights) else resolve_weights(weights)
+    learn = vision_learner(
+        dls, alexnet, pretrained=False, loss_func=make_loss(label_smoothing),
+        metrics=metrics or [accuracy, F1Score(average="macro")], path=path, model_dir="models", cbs=cbs, wd=wd,
+        ps=head_dropout,
     )
-    if weights == "imagenet":
-        try:
-            learn = vision_learner(dls, alexnet_arch(), pretrained=True, **kw)
-        except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
-            raise imagenet_error(e) from None
-        log("weights: ImageNet (torchvision AlexNet_Weights.IMAGENET1K_V1)")
-        return learn
-    learn = vision_learner(dls, alexnet_arch(), pretrained=False, **kw)
-    if weights in ("none", "", None):
+    if w.kind == "none":
         log("weights: random init")
         return learn
-    p = Path(weights)
-    if p.is_dir():
-        what = load_bundle(learn.model, p, list(dls.vocab))
-        log(f"weights: bundle {p} ({what})")
+    if w.kind == "bundle":
+        log(f"weights: bundle {w.path} ({load_bundle(learn.model, w.path, list(dls.vocab))})")
     else:
-        n = load_torchvision_body(learn.model, p)
-        log(f"weights: {p} ({n} body tensors)")
+        n = load_torchvision_body(learn.model, w.path)
+        log(f"weights: {'ImageNet ' if w.kind == 'imagenet' else ''}{w.path} ({n} body tensors)")
+    learn.freeze()
+    return learn
+
+
+def quiet(learn):
+    """No fastprogress bars (a library call, or output that is not a terminal)."""
+    from fastai.callback.progress import ProgressCallback
+
+    learn.remove_cb(ProgressCallback)
     return learn

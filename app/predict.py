@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NOTHING, AppError, ModelError, RunError
-from .images import BadImage, center_crop_resize, is_image_name, load_square, open_rgb
+from .bundle import read_meta, softmax, to_input
+from .errors import DataError, ModelError, NothingToDo, RunError, first_line
+from .images import BadImage, load_square, open_rgb
 
 
 def list_inputs(target: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -25,12 +26,12 @@ def list_inputs(target: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     target = Path(target)
     skipped: list[tuple[str, str]] = []
     if target.is_dir():
-        from .data import walk_images
+        from .dataset import walk_images
 
         return walk_images(target, skipped), skipped
     if target.exists() or target.is_symlink():
         return [target], skipped
-    raise AppError(f"no such image or folder: {target}", code=3)
+    raise DataError(f"no such image or folder: {target}")
 
 
 class BundlePredictor:
@@ -39,34 +40,36 @@ class BundlePredictor:
     def __init__(self, bundle: Path):
         import onnxruntime as ort
 
-        meta_file, onnx_file = bundle / "model.json", bundle / "model.onnx"
-        if not meta_file.is_file() or not onnx_file.is_file():
-            raise ModelError(f"{bundle} is not a model bundle (needs model.json and model.onnx)")
+        self.meta = read_meta(bundle)
         try:
-            self.meta = json.loads(meta_file.read_text())
             self.classes = self.meta["classes"]
             self.size = int(self.meta["input"]["size"])
-            self.mean = np.array(self.meta["normalize"]["mean"], np.float32)
-            self.std = np.array(self.meta["normalize"]["std"], np.float32)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ModelError(f"{meta_file} is not a valid bundle description ({e})") from None
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.sess = ort.InferenceSession(str(onnx_file), opts, providers=providers)
-        except Exception as e:
-            raise ModelError(f"cannot load {onnx_file}: {str(e).splitlines()[0][:160]}") from None
+            self.mean, self.std = self.meta["normalize"]["mean"], self.meta["normalize"]["std"]
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"{bundle / 'model.json'} is not a valid bundle description (missing {e})") from None
+        self.sess = onnx_session(bundle / "model.onnx", ort.get_available_providers())
 
     def load(self, path: Path) -> np.ndarray:
         return load_square(path, self.size)
 
     def probs(self, arrays: list[np.ndarray]) -> np.ndarray:
-        x = np.stack(arrays).astype(np.float32) / 255.0
-        x = ((x - self.mean) / self.std).transpose(0, 3, 1, 2)
-        logits = self.sess.run(None, {self.sess.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        return softmax(self.logits(arrays))
+
+    def logits(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return self.sess.run(None, {self.sess.get_inputs()[0].name: to_input(arrays, self.mean, self.std)})[0]
+
+
+def onnx_session(onnx_file: Path, available=("CPUExecutionProvider",)):
+    """onnxruntime on the GPU when its CUDA provider is installed, else the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(onnx_file), opts, providers=providers)
+    except Exception as e:
+        raise ModelError(f"cannot load {onnx_file}: {first_line(e)}") from None
 
 
 class PicklePredictor:
@@ -76,33 +79,27 @@ class PicklePredictor:
         import warnings
 
         from fastai.learner import load_learner
+        from fastai.vision.core import PILImage
 
-        from .loaders import SafePILImage  # also: classes the pickle refers to
+        from .device import cuda_available
         from .model import quiet
 
-        self.wrap = SafePILImage
-
+        self.wrap = PILImage
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.learn = quiet(load_learner(pkl, cpu=not _cuda()), always=True)  # our own bar counts images
+                self.learn = quiet(load_learner(pkl, cpu=not cuda_available()))  # our own bar counts images
         except Exception as e:
-            raise ModelError(f"cannot load learner pickle {pkl}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
+            raise ModelError(f"cannot load learner pickle {pkl}: {first_line(e)}") from None
         self.classes = list(self.learn.dls.vocab)
 
     def load(self, path: Path):
-        return self.wrap(open_rgb(path))  # decoded once; fastai's own item transforms resize it
+        return self.wrap(open_rgb(path))  # decoded the app's way once; fastai's item transforms resize it
 
     def probs(self, images: list) -> np.ndarray:
         dl = self.learn.dls.test_dl(images, bs=len(images), num_workers=0)
         p, _ = self.learn.get_preds(dl=dl)
         return p.numpy()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def open_model(model: Path):
@@ -159,7 +156,7 @@ def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | Non
             for r in results:
                 f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}) + "\n")
     if not results:
-        raise AppError(f"no readable image in {target} ({len(skipped)} skipped)", code=NOTHING)
+        raise NothingToDo(f"no readable image in {target} ({len(skipped)} skipped)")
     return results
 
 
@@ -212,5 +209,3 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
     for p, why in skipped:
         console.print(f"  skipped {p}: {why}", soft_wrap=True, markup=False)
 
-
-__all__ = ["predict_path", "open_model", "BundlePredictor", "PicklePredictor", "center_crop_resize", "is_image_name"]

@@ -10,8 +10,7 @@ import io
 from pathlib import Path
 
 from .errors import RunError
-from .figures import FIGURES
-from .runs import load_config, read_json
+from .runs import FIGURES, load_config, read_json, write_json, write_text
 
 CAPTIONS = {
     "samples": "Dataset samples (training images, human class names)",
@@ -42,12 +41,13 @@ figcaption{color:#5b6475;font-size:13px;margin-top:6px;text-align:center}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:16px}
 .thumb{width:72px;height:72px;object-fit:cover;border-radius:4px}
 .cols{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
+.weights{background:#fff;border-left:4px solid #3b6fd8;padding:8px 12px;margin:0 0 16px}
 """
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"data:image/png;base64,{data}"
+    mime = "image/jpeg" if path.suffix == ".jpg" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def _thumb(path: str, size: int = 96) -> str:
@@ -78,14 +78,47 @@ def _pct(x) -> str:
     return f"{100 * float(x):.2f}%"
 
 
+def _readable(value: str) -> str:
+    """A CSV cell as a person reads it: whole numbers as integers, others to 4 decimals."""
+    try:
+        x = float(value)
+    except ValueError:
+        return html.escape(value)
+    if x.is_integer():
+        return str(int(x))
+    return f"{x:.4f}"
+
+
+def _csv(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
 def write_report(run: str | Path) -> Path:
+    """report.html: one self-contained page (figures embedded, no network, no scripts)."""
     run = Path(run)
     cfg, meta = load_config(run)
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
+    sections = [_header(run, cfg, meta, m), _configuration(cfg, meta), _metrics(m), _history(run), _figures(run),
+                _top_losses(run), _skipped(run), _summary(run)]
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width,initial-scale=1"><title>{html.escape(run.name)}: report</title>'
+            f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(sections)}</main></body></html>')
+    write_text(run / "report.html", page)
+    return run / "report.html"
+
+
+def _header(run: Path, cfg, meta: dict, m: dict | None) -> str:
     e = html.escape
+    weights = meta.get("weights_reason") or f"weights {cfg.weights}"
     parts = [f"<h1>{e(run.name)}</h1>",
-             f'<p class="sub">{e(cfg.command)} · preset {e(cfg.preset)} · weights {e(cfg.weights)} · '
-             f'{e(str(meta.get("device", "")))} · {e(str(meta.get("created", "")))} · status {e(str(meta.get("status", "")))}</p>']
+             f'<p class="sub">{e(cfg.command)} · preset {e(cfg.preset)} · {e(str(meta.get("device", "")))} · '
+             f'{e(str(meta.get("created", "")))} · status {e(str(meta.get("status", "")))}</p>',
+             f'<p class="weights"><b>Weights:</b> {e(weights)}</p>']
+    if "plan" in meta:
+        parts.append(f'<p class="sub"><b>Time budget:</b> {e(meta["plan"].get("summary", ""))}</p>')
     if m:
         cards = [("accuracy", m["accuracy"]), ("macro precision", m["precision_macro"]),
                  ("macro recall", m["recall_macro"]), ("macro F1", m["f1_macro"])]
@@ -93,78 +126,89 @@ def write_report(run: str | Path) -> Path:
             cards.append(("accuracy with TTA", m["tta"]["accuracy"]))
         parts.append('<div class="cards">' + "".join(
             f'<div class="card"><b>{_pct(v)}</b><span>{e(k)}</span></div>' for k, v in cards) + "</div>")
-        parts.append(f'<p class="sub">on {m["n"]} validation images at {m.get("size", cfg.size)} px</p>')
+        parts.append(f'<p class="sub">{e(m.get("model", "last"))} model, on {m["n"]} validation images at '
+                     f'{m.get("size", cfg.size)} px</p>')
+    return "".join(parts)
 
-    parts.append("<h2>Configuration</h2>")
-    conf = [[e(k), e(str(v))] for k, v in cfg.to_dict().items() if k != "extra"]
-    for k in ("data_fingerprint", "seed", "fit_seconds", "peak_rss_mb", "world_size"):
+
+def _configuration(cfg, meta: dict) -> str:
+    e = html.escape
+    conf = [[e(k), e(str(v))] for k, v in cfg.to_dict().items()]
+    for k in ("data_fingerprint", "fit_seconds", "wall_seconds", "peak_rss_mb", "world_size"):
         if k in meta:
             conf.append([e(k), e(str(meta[k]))])
     vers = [[e(k), e(str(v))] for k, v in meta.get("versions", {}).items()]
-    parts.append(f'<div class="cols">{_table(["setting", "value"], conf)}{_table(["library", "version"], vers)}</div>')
+    return (f'<h2>Configuration</h2><div class="cols">{_table(["setting", "value"], conf)}'
+            f'{_table(["library", "version"], vers)}</div>')
 
-    if m:
-        parts.append("<h2>Metrics per class</h2>")
-        rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
-                for n, v in m["per_class"].items()]
-        rows.append(["<b>macro average</b>", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
-                     _pct(m["f1_macro"]), m["n"]])
-        parts.append(_table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4}))
-        parts.append("<h2>Most confused pairs</h2>")
-        mc = [[e(a), e(p), n] for a, p, n in m.get("most_confused", [])[:15]]
-        parts.append(_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>")
 
-    hist = run / "history.csv"
-    if hist.is_file():
-        with open(hist, newline="") as f:
-            rows = list(csv.reader(f))
-        if rows:
-            parts.append("<h2>Training history</h2>")
-            parts.append(_table(rows[0], [[e(c) for c in r] for r in rows[1:]], set(range(1, len(rows[0]) - 2))))
+def _metrics(m: dict | None) -> str:
+    if not m:
+        return ""
+    e = html.escape
+    rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
+            for n, v in m["per_class"].items()]
+    rows.append(["<b>macro average</b>", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
+                 _pct(m["f1_macro"]), m["n"]])
+    mc = [[e(a), e(p), n] for a, p, n in m.get("most_confused", [])[:15]]
+    return ("<h2>Metrics per class</h2>" + _table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4})
+            + "<h2>Most confused pairs</h2>"
+            + (_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>"))
 
+
+def _history(run: Path) -> str:
+    rows = _csv(run / "history.csv")
+    if not rows:
+        return ""
+    return "<h2>Training history</h2>" + _table(rows[0], [[_readable(c) for c in r] for r in rows[1:]],
+                                                set(range(1, len(rows[0]) - 2)))
+
+
+def _figures(run: Path) -> str:
     figs = [(k, run / "figures" / f) for k, f in FIGURES.items() if (run / "figures" / f).is_file()]
-    if figs:
-        parts.append("<h2>Figures</h2>")
-        wide = {"samples", "confusion", "architecture", "top_losses", "curve"}
-        small = [f for f in figs if f[0] not in wide]
-        for k, p in figs:
-            if k in wide:
-                parts.append(f'<figure><img alt="{e(CAPTIONS[k])}" src="{_img(p)}"><figcaption>{e(CAPTIONS[k])}</figcaption></figure>')
-        if small:
-            parts.append('<div class="grid">' + "".join(
-                f'<figure><img alt="{e(CAPTIONS[k])}" src="{_img(p)}"><figcaption>{e(CAPTIONS[k])}</figcaption></figure>'
-                for k, p in small) + "</div>")
+    if not figs:
+        return ""
 
+    def figure(k, p):
+        cap = html.escape(CAPTIONS[k])
+        return f'<figure><img alt="{cap}" src="{_img(p)}"><figcaption>{cap}</figcaption></figure>'
+
+    wide = {"samples", "confusion", "architecture", "top_losses", "curve"}
+    small = [figure(k, p) for k, p in figs if k not in wide]
+    return ("<h2>Figures</h2>" + "".join(figure(k, p) for k, p in figs if k in wide)
+            + (f'<div class="grid">{"".join(small)}</div>' if small else ""))
+
+
+def _top_losses(run: Path) -> str:
     tl = run / "top_losses.csv"
-    if tl.is_file():
-        with open(tl, newline="") as f:
-            rows = list(csv.DictReader(f))[:16]
-        parts.append("<h2>Top losses</h2>")
-        parts.append(_table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
-            [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
-             r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5}))
-
-    sk = run / "skipped.csv"
-    if sk.is_file():
-        with open(sk, newline="") as f:
-            rows = list(csv.reader(f))[1:]
-        parts.append(f"<h2>Skipped files ({len(rows)})</h2>")
-        parts.append(_table(["path", "reason"], [[e(a), e(b)] for a, b in rows[:200]]) if rows else "<p>none</p>")
-    if (run / "summary.txt").is_file():
-        parts.append("<h2>learn.summary()</h2><pre style='background:#fff;border:1px solid #dde1e7;padding:10px;"
-                     f"overflow:auto;font-size:12px'>{e((run / 'summary.txt').read_text())}</pre>")
-
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width,initial-scale=1"><title>{e(run.name)}: report</title>'
-            f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(parts)}</main></body></html>')
-    out = run / "report.html"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    if not tl.is_file():
+        return ""
+    e = html.escape
+    with open(tl, newline="") as f:
+        rows = list(csv.DictReader(f))[:16]
+    return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
+        [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
+         r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5})
 
 
-def compare_runs(runs: list[Path], console) -> list[dict]:
+def _skipped(run: Path) -> str:
+    if not (run / "skipped.csv").is_file():
+        return ""
+    rows = _csv(run / "skipped.csv")[1:]
+    e = html.escape
+    return (f"<h2>Skipped files ({len(rows)})</h2>"
+            + (_table(["path", "reason"], [[e(a), e(b)] for a, b in rows[:200]]) if rows else "<p>none</p>"))
+
+
+def _summary(run: Path) -> str:
+    if not (run / "summary.txt").is_file():
+        return ""
+    return ("<h2>learn.summary()</h2><pre style='background:#fff;border:1px solid #dde1e7;padding:10px;"
+            f"overflow:auto;font-size:12px'>{html.escape((run / 'summary.txt').read_text())}</pre>")
+
+
+def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> list[dict]:
+    """One table of several runs' settings and metrics; with `json_path`, the rows as JSON too."""
     from rich.table import Table
 
     t = Table(title="runs", title_justify="left")
@@ -189,4 +233,6 @@ def compare_runs(runs: list[Path], console) -> list[dict]:
                   _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
                   _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else "")
     console.print(t)
+    if json_path:
+        write_json(json_path, out if len(out) > 1 else out[0])
     return out

@@ -21,8 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.markup import escape
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, OptionList, Static
 
-from .errors import AppError, DataError, RunError
+from .errors import DataError, NothingToDo, RunError
 from .runs import load_config
 
 DECISIONS = "decisions.csv"
@@ -69,13 +73,13 @@ def _read_losses(f: Path, split: str) -> list[Entry]:
 
 def _train_losses(run: Path, out: Path) -> None:
     """One pass over the training images without augmentation (they are the labels most worth checking)."""
-    from .evaluate import Interp, _write_top_losses
-    from .runs import load_run
+    from .evaluate import Interp, write_top_losses
+    from .learner import load_run
 
     learn, cfg, ds = load_run(run, log=lambda *_: None)
     dl = learn.dls.train.new(shuffle=False, drop_last=False)
     dl.dataset.split_idx = 1  # validation transforms: no augmentation
-    _write_top_losses(Interp.compute(learn, dl), out, ds)
+    write_top_losses(Interp.compute(learn, dl), out, ds)
 
 
 class Decisions:
@@ -117,7 +121,7 @@ def run_tui(run: Path, include_train: bool = False, graphics: str = "auto") -> N
     missing = [e for e in entries if not Path(e.path).exists()]
     entries = [e for e in entries if Path(e.path).exists()]
     if not entries:
-        raise AppError(f"nothing to review in {run} ({len(missing)} listed files no longer exist)", code=7)
+        raise NothingToDo(f"nothing to review in {run} ({len(missing)} listed files no longer exist)")
     app = make_app(run, entries, graphics=graphics)
     app.run()
     if missing:
@@ -133,116 +137,109 @@ def _image_widget(graphics: str):
             "unicode": tw.UnicodeImage}.get(graphics, tw.Image)
 
 
-def make_app(run: Path, entries: list[Entry], graphics: str = "auto"):
-    """The Textual app (a function so tests can drive it with Textual's pilot)."""
-    from textual.app import App, ComposeResult
-    from textual.binding import Binding
-    from textual.containers import Horizontal, Vertical
-    from textual.widgets import Footer, Header, OptionList, Static
+def make_app(run: Path, entries: list[Entry], graphics: str = "auto") -> ReviewApp:
+    """The Textual app over `entries` (tests drive it with Textual's pilot)."""
+    _, meta = load_config(run)
+    return ReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
 
-    from .images import BadImage, open_rgb
 
-    cfg, meta = load_config(run)
-    classes = meta.get("classes", [])
-    ImageWidget = _image_widget(graphics)
+class ReviewApp(App):
+    """Keys keep, relabel, remove, go back, skip, quit; each decision appended to decisions.csv at once."""
 
-    class ReviewApp(App):
-        TITLE = f"review {run.name}"
-        CSS = """
-        #body { height: 1fr; }
-        #picture { width: 1fr; height: 100%; content-align: center middle; }
-        #info { width: 46; padding: 0 1; border-left: solid $accent; }
-        #classes { display: none; height: auto; max-height: 14; }
-        #classes.open { display: block; }
-        """
-        BINDINGS = [
-            Binding("k", "keep", "keep"), Binding("r", "relabel", "relabel"),
-            Binding("x", "remove", "remove"), Binding("delete", "remove", "remove", show=False),
-            Binding("b", "back", "back"), Binding("left", "back", "back", show=False),
-            Binding("n", "next", "skip"), Binding("right", "next", "skip", show=False),
-            Binding("q", "quit", "quit"), Binding("escape", "cancel", "cancel", show=False),
-        ]
+    CSS = """
+    #body { height: 1fr; }
+    #picture { width: 1fr; height: 100%; content-align: center middle; }
+    #info { width: 46; padding: 0 1; border-left: solid $accent; }
+    #classes { display: none; height: auto; max-height: 14; }
+    #classes.open { display: block; }
+    """
+    BINDINGS = [
+        Binding("k", "keep", "keep"), Binding("r", "relabel", "relabel"),
+        Binding("x", "remove", "remove"), Binding("delete", "remove", "remove", show=False),
+        Binding("b", "back", "back"), Binding("left", "back", "back", show=False),
+        Binding("n", "next", "skip"), Binding("right", "next", "skip", show=False),
+        Binding("q", "quit", "quit"), Binding("escape", "cancel", "cancel", show=False),
+    ]
 
-        def __init__(self):
-            super().__init__()
-            self.entries, self.decisions = entries, Decisions(run / DECISIONS)
-            undecided = [i for i, e in enumerate(entries) if self.decisions.get(e.path) is None]
-            self.pos = undecided[0] if undecided else 0
+    def __init__(self, run: Path, entries: list[Entry], classes: list[str], image_widget):
+        super().__init__()
+        self.title = f"review {run.name}"
+        self.entries, self.vocab, self.image_widget = entries, classes, image_widget
+        self.decisions = Decisions(run / DECISIONS)
+        undecided = [i for i, e in enumerate(entries) if self.decisions.get(e.path) is None]
+        self.pos = undecided[0] if undecided else 0
 
-        def compose(self) -> ComposeResult:
-            yield Header()
-            with Horizontal(id="body"):
-                yield ImageWidget(id="picture")
-                with Vertical(id="info"):
-                    yield Static(id="details")
-                    yield OptionList(*[f"{i}  {c}" for i, c in enumerate(classes)], id="classes")
-            yield Footer()
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield self.image_widget(id="picture")
+            with Vertical(id="info"):
+                yield Static(id="details")
+                yield OptionList(*[f"{i}  {c}" for i, c in enumerate(self.vocab)], id="classes")
+        yield Footer()
 
-        def on_mount(self):
-            self.show()
+    def on_mount(self):
+        self.show()
 
-        @property
-        def entry(self) -> Entry:
-            return self.entries[self.pos]
+    @property
+    def entry(self) -> Entry:
+        return self.entries[self.pos]
 
-        def show(self):
-            e = self.entry
-            try:
-                self.query_one("#picture").image = open_rgb(e.path, min_size=256)
-            except BadImage:
-                self.query_one("#picture").image = None
-            d = self.decisions.get(e.path)
-            state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
-            top = "\n".join(f"  {c} {float(p):.3f}" for c, p in (t.split(":") for t in e.top3.split(";") if ":" in t))
-            done = sum(1 for x in self.entries if self.decisions.get(x.path))
-            self.query_one("#details", Static).update(
-                f"[b]{self.pos + 1} / {len(self.entries)}[/]  ({done} decided)\n\n"
-                f"[dim]{e.split}[/] {Path(e.path).name}\n[dim]{Path(e.path).parent}[/]\n\n"
-                f"actual:     [b]{e.actual}[/]\npredicted:  [b]{e.predicted}[/]\n"
-                f"probability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{top}\n\n"
-                f"decision:   [b]{state}[/]\n\n[dim]k keep · r relabel · x remove · b back · n skip · q quit[/]"
-            )
+    def show(self):
+        from .images import BadImage, open_rgb
 
-        def advance(self):
-            if self.pos < len(self.entries) - 1:
-                self.pos += 1
-            self.show()
+        try:
+            self.query_one("#picture").image = open_rgb(self.entry.path, min_size=256)
+        except BadImage:
+            self.query_one("#picture").image = None
+        self.query_one("#details", Static).update(self.details())
 
-        def decide(self, kind, new_class=""):
-            self.decisions.record(self.entry, kind, new_class)
-            self.advance()
+    def details(self) -> str:
+        e, d = self.entry, self.decisions.get(self.entry.path)
+        state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
+        top = "\n".join(f"  {c} {float(p):.3f}" for c, p in (t.split(":") for t in e.top3.split(";") if ":" in t))
+        done = sum(1 for x in self.entries if self.decisions.get(x.path))
+        return (f"[b]{self.pos + 1} / {len(self.entries)}[/]  ({done} decided)\n\n"
+                f"[dim]{e.split}[/] {escape(Path(e.path).name)}\n[dim]{escape(str(Path(e.path).parent))}[/]\n\n"
+                f"actual:     [b]{escape(e.actual)}[/]\npredicted:  [b]{escape(e.predicted)}[/]\n"
+                f"probability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{escape(top)}\n\n"
+                f"decision:   [b]{escape(state)}[/]\n\n[dim]k keep · r relabel · x remove · b back · n skip · q quit[/]")
 
-        def action_keep(self):
-            self.decide("keep")
+    def advance(self):
+        if self.pos < len(self.entries) - 1:
+            self.pos += 1
+        self.show()
 
-        def action_remove(self):
-            self.decide("remove")
+    def decide(self, kind, new_class=""):
+        self.decisions.record(self.entry, kind, new_class)
+        self.advance()
 
-        def action_relabel(self):
-            ol = self.query_one("#classes", OptionList)
-            ol.add_class("open")
-            ol.focus()
+    def action_keep(self):
+        self.decide("keep")
 
-        def action_cancel(self):
-            self.query_one("#classes", OptionList).remove_class("open")
+    def action_remove(self):
+        self.decide("remove")
 
-        def on_option_list_option_selected(self, event):
-            self.action_cancel()
-            new = classes[event.option_index]
-            if new == self.entry.actual:
-                self.decide("keep")
-            else:
-                self.decide("relabel", new)
+    def action_relabel(self):
+        ol = self.query_one("#classes", OptionList)
+        ol.add_class("open")
+        ol.focus()
 
-        def action_back(self):
-            if self.pos > 0:
-                self.pos -= 1
-            self.show()
+    def action_cancel(self):
+        self.query_one("#classes", OptionList).remove_class("open")
 
-        def action_next(self):
-            self.advance()
+    def on_option_list_option_selected(self, event):
+        self.action_cancel()
+        new = self.vocab[event.option_index]
+        self.decide("keep") if new == self.entry.actual else self.decide("relabel", new)
 
-    return ReviewApp()
+    def action_back(self):
+        if self.pos > 0:
+            self.pos -= 1
+        self.show()
+
+    def action_next(self):
+        self.advance()
 
 
 # ------------------------------------------------------------------ applying decisions

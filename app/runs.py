@@ -1,5 +1,6 @@
-"""Run directories: numbered, never overwritten, self-describing (config.json), and the one
-helper that turns a run back into a Learner for evaluate, export, review and bench."""
+"""Run directories: numbered, never overwritten, self-describing (config.json); what a run
+directory holds (file and figure names); and atomic writes, so a kill never leaves half a file.
+Depends only on settings and errors: every module can use it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,48 @@ import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DataError, RunError
+from .errors import RunError
 from .settings import TrainConfig, runs_root
 
 CONFIG = "config.json"
+FIGURES = {  # RUN/figures/<name>; drawn by figures.py, shown by report.py
+    "samples": "01_dataset_samples.jpg",
+    "loss": "02_loss_per_epoch.png",
+    "accuracy": "03_accuracy_per_epoch.png",
+    "curve": "04_learning_curve.png",
+    "overall": "05_overall_metrics.png",
+    "confusion": "06_confusion_matrix.png",
+    "per_class": "07_per_class_metrics.png",
+    "architecture": "08_model_architecture.png",
+    "top_losses": "09_top_losses.jpg",
+    "lr_find": "10_lr_find.png",
+}
 
 
-def is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+@contextmanager
+def atomic(path: Path):
+    """Yields a temporary path beside `path`; renamed onto it only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-def check_out(out) -> None:
+def write_text(path: Path, text: str) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def refuse_existing(out) -> None:
+    """Nothing a user made is overwritten: an --out that exists stops the command."""
     if out and Path(out).exists():
         raise RunError(f"output directory already exists: {out} (choose another --out; nothing was changed)")
 
@@ -28,7 +58,7 @@ def check_out(out) -> None:
 def new_run_dir(command: str, out: str | None = None) -> Path:
     """`out` must not exist; without it, runs/<command>-<n> with the next free n."""
     if out:
-        check_out(out)
+        refuse_existing(out)
         d = Path(out)
         d.mkdir(parents=True)
         return d
@@ -68,11 +98,7 @@ def device_info(device) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def read_json(path: Path) -> dict:
@@ -111,28 +137,3 @@ def checkpoint_path(run: Path, which: str = "last") -> Path:
     if not p.is_file():
         raise RunError(f"{run} has no trained model ({p.relative_to(run)} missing; did training finish an epoch?)")
     return p
-
-
-def load_run(run: str | Path, which: str = "last", loader: str | None = None, size: int | None = None,
-             device=None, data: str | None = None, log=print):
-    """(learn, cfg, ds) for a finished run: same data, classes, loader and size; weights loaded."""
-    import torch
-
-    from .model import build_learner, quiet
-    from .train import make_dls, pick_device
-
-    run = Path(run)
-    cfg, meta = load_config(run)
-    ckpt = checkpoint_path(run, which)
-    data = data or cfg.data
-    if not Path(data).is_dir():
-        raise DataError(f"the run's data folder is gone: {data} (moved? pass --data NEW_PATH)")
-    cfg = cfg.replace(data=data, loader=loader or cfg.loader, size=size or cfg.size)
-    device = pick_device(device or cfg.device)
-    ds, dls = make_dls(cfg, cfg.size, device, log=log)
-    if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
-        raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
-    learn = build_learner(dls, "none", cfg.label_smoothing, path=run, log=lambda *_: None, ps=cfg.ps)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    learn.model.load_state_dict(state["model"])
-    return quiet(learn), cfg, ds

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.cache import open_or_build, stored_size  # noqa: E402
-from app.data import scan  # noqa: E402
+from app.dataset import scan  # noqa: E402
 from app.errors import AppError  # noqa: E402
 
 if __name__ == "__main__":
@@ -22,5 +22,6 @@ if __name__ == "__main__":
     try:
         c = open_or_build(scan(a.data), stored_size(a.size))
     except AppError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.code)
     print(f"{c.dir}: {c.n} images at {c.size}px, {len(c.skipped)} skipped")

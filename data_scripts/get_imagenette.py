@@ -9,11 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.data import download_imagenette  # noqa: E402
+from app.download import download_imagenette  # noqa: E402
 from app.errors import AppError  # noqa: E402
 
 if __name__ == "__main__":
     try:
         print(download_imagenette(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
     except AppError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.code)

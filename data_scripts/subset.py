@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.data import make_subset  # noqa: E402
 from app.errors import AppError  # noqa: E402
+from app.subset import make_subset  # noqa: E402
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,4 +24,5 @@ if __name__ == "__main__":
     try:
         print(make_subset(a.src, a.dst, a.train, a.val, a.classes, a.seed))
     except AppError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.code)

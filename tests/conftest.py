@@ -13,13 +13,15 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data" / "imagenette2-224"
+# APP_TEST_DATA points the tests at another copy (or at nothing, to check what happens without data).
+SHARED = Path(os.environ.get("APP_TEST_DATA") or ROOT.parent / "shared" / "data" / "imagenette2-224")
 # Four classes that differ in colour and shape, so a few epochs from random init clearly beat chance.
 EASY = ["n01440764", "n03028079", "n03445777", "n03888257"]  # tench, church, golf ball, parachute
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains a model for more than a few seconds")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (tests/test_gpu.py; skipped without one)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +49,7 @@ def need_shared():
 def small_data(tmp_path_factory):
     """4 classes x (40 train + 15 val) real images."""
     need_shared()
-    from app.data import make_subset
+    from app.subset import make_subset
 
     return make_subset(SHARED, tmp_path_factory.mktemp("data") / "small", 40, 15, classes=EASY, seed=1)
 
@@ -56,7 +58,7 @@ def small_data(tmp_path_factory):
 def tiny_data(tmp_path_factory):
     """4 classes x (8 train + 4 val) real images: for plumbing, not accuracy."""
     need_shared()
-    from app.data import make_subset
+    from app.subset import make_subset
 
     return make_subset(SHARED, tmp_path_factory.mktemp("data") / "tiny", 8, 4, classes=EASY, seed=2)
 
@@ -83,10 +85,12 @@ def assert_one_line_error(p, code: int, *words):
 
 
 def assert_png(path: Path, min_side: int = 200):
-    """A valid PNG, of a real size, not blank (more than one colour, real variance)."""
+    """A valid PNG (or JPEG, for a .jpg photo grid), of a real size, not blank (more than one
+    colour, real variance)."""
     path = Path(path)
     assert path.is_file(), f"missing {path}"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    magic = b"\xff\xd8\xff" if path.suffix == ".jpg" else b"\x89PNG\r\n\x1a\n"
+    assert path.read_bytes()[: len(magic)] == magic, f"{path} is not a {path.suffix[1:].upper()}"
     with Image.open(path) as im:
         im.load()
         assert min(im.size) >= min_side, f"{path} is only {im.size}"
@@ -104,3 +108,27 @@ def fitted(small_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("fit") / "run"
     p = run_cli("fit-one-cycle", "--data", small_data, "--epochs", 8, *FIT_ARGS, "--out", run, check=True)
     return run, p
+
+
+# A missing dataset: a hard stop in CI (CI=true), one line at the end of the session elsewhere.
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def pytest_sessionstart(session):
+    if _in_ci() and not SHARED.is_dir():
+        pytest.exit(f"CI: the real data is missing, expected at {SHARED} (APP_TEST_DATA=PATH points elsewhere)",
+                    returncode=3)
+
+
+def pytest_unconfigure(config):
+    """After pytest's last line: how many tests the missing data skipped, and where it was expected."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None or SHARED.is_dir():
+        return
+    reasons = [str(r.longrepr[-1]) if isinstance(r.longrepr, tuple) else str(r.longrepr)
+               for r in tr.stats.get("skipped", [])]
+    n = sum(str(SHARED) in x or "no shared data" in x for x in reasons)
+    if n:
+        tr.write_line(f"{n} tests skipped because the real data is missing: expected at {SHARED} "
+                      "(APP_TEST_DATA=PATH points elsewhere)", yellow=True, bold=True)

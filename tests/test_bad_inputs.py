@@ -10,7 +10,7 @@ from .conftest import EASY, run_cli
 from .corpus import as_root, make_corpus
 
 
-@pytest.mark.parametrize("loader", ["fast", "fastai"])
+@pytest.mark.parametrize("loader", ["cached", "datablock"])
 def test_training_step_skips_bad_files_and_lists_them(tiny_data, tmp_path, loader):
     data = shutil.copytree(tiny_data, tmp_path / "data")
     corpus = make_corpus(data / "train" / EASY[0], next((data / "train" / EASY[1]).iterdir()))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from .conftest import need_shared, run_cli
 
 KEYS = ["ceiling_train_img_s", "fastai_train_img_s", "fast_train_img_s", "fast_vs_ceiling", "fast_vs_fastai",
@@ -19,17 +21,22 @@ def test_bench_json_has_every_measure(tmp_path):
         assert isinstance(res[k], (int, float)) and res[k] > 0, (k, res.get(k))
     assert res["size"] == 64 and res["bs"] == 16 and 0 < res["train_images"] <= 64
     assert res["versions"]["fastai"] and res["device"]
-    assert res["fast_vs_ceiling"] == res["fast_train_img_s"] / res["ceiling_train_img_s"]
+    # what the numbers mean, not how they are computed: the model alone bounds end-to-end training
+    # (noise allowed), the cached loader alone outruns the stock DataBlock, and the steady-state
+    # training rate excludes the warm-up and validation that the whole-epoch rate includes
+    assert res["fast_vs_ceiling"] < 1.5 and res["fastai_vs_ceiling"] < 1.5
+    assert res["fast_loader_img_s"] > res["fastai_loader_img_s"]
+    assert res["fast_epoch_img_s"] < res["fast_train_img_s"]
+    assert res["fast_train_img_s"] == pytest.approx(max(res["per_round_train_img_s"]["fast"]), abs=0.05)
     assert "model-only ceiling" in p.stdout
     assert res["rounds"] == 1 and all(len(v) == 1 for v in res["per_round_train_img_s"].values())
 
 
 def test_scale_bench_generates_learnable_datasets_and_measures_memory(tmp_path):
-    from app.bench import run_scale
+    from app.bench_scale import run_scale
 
-    out = tmp_path / "scale.json"
-    res = run_scale(out, sizes=(300,), batches=3, bs=16, console=None)
+    res = run_scale(sizes=(300,), batches=3, bs=16, log=lambda *_: None)
     r = res["runs"][0]
-    assert r["images"] == 300 and json.loads(out.read_text())["runs"][0]["images"] == 300
+    assert r["images"] == 300 and res["images_growth"] == 1
     for k in ("peak_rss_mb", "train_img_s", "loader_img_s", "prep_s"):
         assert r[k] > 0, k

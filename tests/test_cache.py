@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from app.cache import _decode, _decode_torchvision, cache_dir, open_or_build, stored_size
-from app.data import scan
-from app.loaders import datablock_dls, fast_dls
+from app.dataset import scan
+from app.loaders import cached_dls, datablock_dls
 from app.settings import TrainConfig
 
 from .conftest import EASY, SHARED, assert_png, need_shared
@@ -69,7 +69,7 @@ def test_a_file_that_breaks_during_the_build_is_listed_not_fatal(data, monkeypat
 def test_fast_loader_has_the_datablocks_vocab_splits_and_labels(data):
     ds = scan(data)
     cfg = TrainConfig(bs=8, workers=0)
-    fast = fast_dls(open_or_build(ds, 80, log=lambda *_: None), cfg, 64)
+    fast = cached_dls(open_or_build(ds, 80, log=lambda *_: None), cfg, 64)
     std = datablock_dls(ds, cfg, 64)
     assert list(fast.vocab) == list(std.vocab) == ["tench", "church", "golf ball", "parachute"]
     from app.evaluate import item_paths
@@ -96,7 +96,7 @@ def test_show_batch_and_tta_work_on_the_fast_loader(data, tmp_path):
     from app.model import build_learner
 
     ds = scan(data)
-    dls = fast_dls(open_or_build(ds, 80, log=lambda *_: None), TrainConfig(bs=8, min_scale=0.5), 64)
+    dls = cached_dls(open_or_build(ds, 80, log=lambda *_: None), TrainConfig(bs=8, min_scale=0.5), 64)
     dls.train.show_batch(max_n=8)
     plt.savefig(tmp_path / "batch.png")
     plt.close("all")
@@ -115,10 +115,11 @@ def test_torchvision_decoder_agrees_with_pil():
         assert np.abs(a - np.frombuffer(b[0], np.uint8).astype(int)).mean() < 3
 
 
-def test_one_epoch_on_the_fast_loader_beats_chance(tmp_path):
+def test_a_short_fit_on_the_cached_loader_beats_chance(tmp_path):
+    """Three epochs (one was a coin toss between hosts: 0.34 on one, over 0.40 on another)."""
     need_shared()
-    from app.data import make_subset
     from app.model import build_learner
+    from app.subset import make_subset
 
     root = make_subset(SHARED, tmp_path / "one", 150, 30, classes=EASY, seed=3)
     from fastai.torch_core import set_seed
@@ -126,9 +127,9 @@ def test_one_epoch_on_the_fast_loader_beats_chance(tmp_path):
     set_seed(0)
     ds = scan(root)
     cfg = TrainConfig(bs=16, min_scale=0.6, max_rotate=5, max_warp=0.1)
-    dls = fast_dls(open_or_build(ds, stored_size(64), log=lambda *_: None), cfg, 64)
+    dls = cached_dls(open_or_build(ds, stored_size(64), log=lambda *_: None), cfg, 64)
     learn = build_learner(dls, "none", 0.1)
-    learn.fit_one_cycle(1, 2e-3)
+    learn.fit_one_cycle(3, 1e-3)
     preds, targs = learn.get_preds()
     acc = float((preds.argmax(1) == targs).float().mean())
     assert acc >= 0.40, acc  # chance 0.25 on 120 images; 0.40 is > 3.5 sigma above it

@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
-from app.data import IMAGENETTE, check_layout, human_name, make_subset, scan
+from app.dataset import IMAGENETTE, check_layout, human_name, scan
 from app.errors import DataError
+from app.subset import make_subset
 
 from .conftest import EASY, SHARED, assert_one_line_error, run_cli
 from .corpus import as_root, make_corpus

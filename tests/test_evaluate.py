@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from app.figures import FIGURES
+from app.runs import FIGURES
 
 from .conftest import assert_one_line_error, assert_png, run_cli
 

@@ -37,7 +37,7 @@ def test_onnx_matches_pytorch_on_real_images_with_any_batch_size(exported, small
     import onnxruntime as ort
     from safetensors.torch import load_file
 
-    from app.data import scan
+    from app.dataset import scan
     from app.loaders import datablock_dls
     from app.model import build_learner
     from app.predict import BundlePredictor

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from app.callbacks import ProgressiveResize, ValidEvery
+from app.lr_find import recommend_lr
+from app.schedule import phases, total_epochs
 from app.settings import TrainConfig
-from app.train import phases, recommend_lr, total_epochs
 
 from .conftest import FIT_ARGS as ARGS
 from .conftest import ROOT, run_cli
@@ -66,9 +67,9 @@ def test_phases_and_resize_schedule():
     assert [cb.size_at(e) for e in (0, 5, 6, 12, 13, 16)] == [64, 64, 96, 96, 128, 128]
     assert cfg.scaled_progressive(256) == "128:0.35,192:0.41"
     assert TrainConfig(size=128).schedule(5) == [(0, 128)]
-    ve = ValidEvery(4, cfg.schedule(17), 17)  # every 4th, each size's last epoch, the last epoch
+    ve = ValidEvery(cfg.replace(epochs=17, valid_every=4))  # every 4th, each size's last epoch, the last epoch
     assert [e for e in range(17) if ve.wanted(e)] == [3, 5, 7, 11, 12, 15, 16]
-    assert all(ValidEvery(1, cfg.schedule(17), 17).wanted(e) for e in range(17))
+    assert all(ValidEvery(cfg.replace(epochs=17, valid_every=1)).wanted(e) for e in range(17))
 
 
 def test_lr_rule():
@@ -130,16 +131,16 @@ def test_mixup_and_gradient_clip_settings_become_fastai_callbacks(small_data, tm
     from fastai.callback.training import GradientClip
 
     from app.cache import open_or_build, stored_size
-    from app.data import scan
-    from app.loaders import fast_dls
-    from app.train import _learner
+    from app.dataset import scan
+    from app.learner import build
+    from app.loaders import cached_dls
 
     cfg = TrainConfig(size=64, bs=16, mixup=0.4, clip=2.0)
-    dls = fast_dls(open_or_build(scan(small_data), stored_size(64), log=lambda *_: None), cfg, 64)
-    learn = _learner(cfg, dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
+    dls = cached_dls(open_or_build(scan(small_data), stored_size(64), log=lambda *_: None), cfg, 64)
+    learn = build(cfg, dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
     assert [round(float(cb.distrib.concentration1), 3) for cb in learn.cbs if isinstance(cb, MixUp)] == [0.4]
     assert [cb.max_norm for cb in learn.cbs if isinstance(cb, GradientClip)] == [2.0]
-    plain = _learner(cfg.replace(mixup=0.0, clip=0.0), dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
+    plain = build(cfg.replace(mixup=0.0, clip=0.0), dls, tmp_path, torch.device("cpu"), lambda *a, **k: None)
     assert not any(isinstance(cb, (MixUp, GradientClip)) for cb in plain.cbs)
 
 
@@ -162,3 +163,28 @@ def test_gradient_clip_scales_only_gradients_over_the_limit():
         else:
             assert abs(after.norm().item() - expect) < 1e-4  # over it: scaled down to the limit
             assert torch.allclose(after / after.norm(), before / before.norm())
+
+
+def test_compile_trains_and_checkpoints_the_plain_model(tiny_data, tmp_path):
+    """--compile compiles in place: fastai's AlexNet splitter still indexes the model, and the
+    checkpoint's keys are the plain model's (the old torch.compile wrapper failed at the first
+    optimizer: "'OptimizedModule' object is not subscriptable")."""
+    run = tmp_path / "compiled"
+    p = run_cli("fit-one-cycle", "--data", tiny_data, "--compile", "--epochs", 1, "--size", 64, "--bs", 16,
+                "--out", run, "--no-evaluate", timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    keys = list(torch.load(run / "models" / "last.pth", weights_only=True)["model"])
+    assert keys[0] == "0.0.0.weight" and not any("_orig_mod" in k for k in keys)
+    assert json.loads((run / "config.json").read_text())["config"]["compile"] is True
+
+
+def test_seeding_is_bit_exact_on_cpu_and_fast_on_cuda():
+    """Deterministic kernels where runs repeat exactly (CPU); cuDNN's autotuner on CUDA, where runs
+    are not bit-exact anyway (fastai's set_seed(reproducible=True) turned it off everywhere)."""
+    from app.session import seed_everything
+
+    seed_everything(0, torch.device("cpu"))
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    seed_everything(0, torch.device("cuda"))  # only flags: no GPU needed to set them
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    seed_everything(0, torch.device("cpu"))

@@ -1,8 +1,9 @@
-"""The dataset: find it, check it, list its readable images, and build fastai DataLoaders.
+"""The dataset: check its layout and list its readable images, each file with one verdict.
 
 ImageNet layout: ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG. Imagenette synsets are
 shown with human names; any other folder name is its own label. Class order is the sorted
-folder order everywhere (vocab, figures, exports), as in torchvision's ImageFolder.
+folder order everywhere (vocab, figures, exports), as in torchvision's ImageFolder. Decode
+verdicts are remembered per file (size, mtime) so a second scan only re-checks what changed.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tarfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.markup import escape
-
-from .errors import DataError, NetworkError
+from .errors import DataError
 from .images import BadImage, is_image_name, open_rgb
-from .settings import SHARED_DATA, cache_root
+from .runs import write_text
+from .settings import dataset_cache_dir
 
 IMAGENETTE = {
     "n01440764": "tench",
@@ -34,7 +33,6 @@ IMAGENETTE = {
     "n03445777": "golf ball",
     "n03888257": "parachute",
 }
-IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
 SPLITS = ("train", "val")
 
 
@@ -81,50 +79,6 @@ class Dataset:
             rel = it.path.relative_to(self.root).as_posix()
             h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{it.label}\n".encode())
         return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- locating the data
-
-
-def resolve_data(data: str | Path | None) -> Path:
-    """--data, else the shared copy beside the checkout, else a real download (offline: one line)."""
-    if data:
-        return Path(data).expanduser()
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA
-    return download_imagenette()
-
-
-def download_imagenette(dest: Path | None = None) -> Path:
-    """fastai's downloader for the archive, then a safe extraction (tarfile filter='data')."""
-    dest = Path(dest or cache_root() / "datasets")
-    target = dest / "imagenette2-320"
-    if (target / "train").is_dir():
-        return target
-    try:
-        from fastdownload import FastDownload
-
-        archive = FastDownload(base=str(dest), archive="archive", data="data").download(
-            IMAGENETTE_URL
-        )
-    except Exception as e:  # urllib/HTTP errors have many types; all mean "no download"
-        reason = str(getattr(e, "reason", "") or e).splitlines()[0][:120]
-        raise NetworkError(
-            f"could not download Imagenette from {IMAGENETTE_URL} ({reason}); "
-            "no network? pass --data PATH to a folder with train/ and val/"
-        ) from None
-    extract_archive(Path(archive), dest)
-    return target
-
-
-def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract with the 'data' filter: no absolute paths, no '..', no links outside `dest`."""
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as e:
-        raise DataError(f"cannot extract {archive}: {e}") from None
 
 
 # ---------------------------------------------------------------- scanning
@@ -199,8 +153,7 @@ class _Verdicts:
     """Decode verdicts per file, remembered by (size, mtime) so a re-scan only re-checks changes."""
 
     def __init__(self, root: Path):
-        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-        self.file = cache_root() / f"{root.resolve().name}-{key}" / "verdicts.json"
+        self.file = dataset_cache_dir(root) / "verdicts.json"
         try:
             self.data = json.loads(self.file.read_text())
         except (OSError, ValueError):
@@ -217,10 +170,7 @@ class _Verdicts:
 
     def save(self):
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.file)
+            write_text(self.file, json.dumps(self.data))
         except OSError:
             pass  # a read-only cache only costs a re-check next time
 
@@ -258,13 +208,30 @@ def scan(root: str | Path, verify: bool = True, progress=None, workers: int | No
     folders = check_layout(root)
     classes = folders["train"]
     skipped: list[tuple[str, str]] = []
-    files: list[tuple[Path, str, int]] = []
+    files = _list_files(root, classes, folders, skipped)
+    verdicts = _verdicts(root, [p for p, _, _ in files], verify, progress, workers)
+    items, modes = [], Counter()
+    for (p, s, label), (reason, mode) in zip(files, verdicts):
+        if reason is None:
+            items.append(Item(p, s, label))
+            modes[mode] += 1
+        else:
+            skipped.append((str(p), reason))
+    ds = Dataset(root, classes, items, skipped, modes)
+    _check_counts(ds, folders, "has no readable image (all skipped)")
+    missing_val = [c for c in classes if c not in folders["val"]]
+    if missing_val:
+        ds.warnings.append(f"no val folder for: {', '.join(missing_val)} (their metrics are undefined)")
+    return ds
+
+
+def _list_files(root: Path, classes: list[str], folders: dict, skipped: list) -> list[tuple[Path, str, int]]:
+    """(path, split, label) of every image file name; a class folder without any stops here."""
+    files = []
     for s in SPLITS:
         for label, c in enumerate(classes):
-            if c not in folders[s]:
-                continue
-            for p in walk_images(root / s / c, skipped):
-                files.append((p, s, label))
+            if c in folders[s]:
+                files += [(p, s, label) for p in walk_images(root / s / c, skipped)]
     counts = Counter((s, label) for _, s, label in files)
     for s in SPLITS:
         for label, c in enumerate(classes):
@@ -272,46 +239,38 @@ def scan(root: str | Path, verify: bool = True, progress=None, workers: int | No
                 raise DataError(f"empty class folder: {root / s / c} (no image files)")
     if not any(s == "val" for _, s, _ in files):
         raise DataError(f"{root}/val has no images")
+    return files
 
+
+def _check_counts(ds: Dataset, folders: dict, why: str) -> None:
+    after = ds.counts()
+    for s in SPLITS:
+        for label, c in enumerate(ds.classes):
+            if c in folders[s] and after[s][label] == 0:
+                raise DataError(f"class '{c}' in {s} {why}")
+
+
+def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) -> list[tuple[str | None, str]]:
+    """(reason or None, Pillow mode) per file: remembered ones reused, the others decoded now."""
     verdicts = _Verdicts(root)
-    todo, stats = [], {}
-    for i, (p, _, _) in enumerate(files):
+    out: list = [None] * len(paths)
+    todo = []
+    for i, p in enumerate(paths):
         try:
             st = p.stat()
         except OSError as e:
-            stats[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None)
+            out[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None)
             continue
-        known = verdicts.get(p, st) if verify else (None, "?")
-        if known is None:
+        out[i] = verdicts.get(p, st) if verify else (None, "?")
+        if out[i] is None:
             todo.append((i, st))
-        else:
-            stats[i] = known
     if todo:
-        paths = [str(files[i][0]) for i, _ in todo]
-        results = _map_checks(paths, progress, workers)
-        for (i, st), (reason, mode) in zip(todo, results):
-            stats[i] = (reason, mode)
-            verdicts.put(files[i][0], st, reason, mode)
+        results = _map_checks([str(paths[i]) for i, _ in todo], progress, workers)
+        for (i, st), res in zip(todo, results):
+            out[i] = res
+            verdicts.put(paths[i], st, *res)
         verdicts.save()
-
-    items, modes = [], Counter()
-    for i, (p, s, label) in enumerate(files):
-        reason, mode = stats[i]
-        if reason is None:
-            items.append(Item(p, s, label))
-            modes[mode] += 1
-        else:
-            skipped.append((str(p), reason))
-    ds = Dataset(root, classes, items, skipped, modes)
-    after = ds.counts()
-    for s in SPLITS:
-        for label, c in enumerate(classes):
-            if c in folders[s] and after[s][label] == 0:
-                raise DataError(f"class '{c}' in {s} has no readable image (all skipped)")
-    missing_val = [c for c in classes if c not in folders["val"]]
-    if missing_val:
-        ds.warnings.append(f"no val folder for: {', '.join(missing_val)} (their metrics are undefined)")
-    return ds
+    return out
 
 
 def _map_checks(paths: list[str], progress, workers: int | None):
@@ -341,57 +300,3 @@ def write_skipped(skipped: list[tuple[str, str]], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows(skipped)
-
-
-def describe(root: str | Path, console, verify: bool = True, progress=None) -> Dataset:
-    """`python -m app data DIR`: classes, counts per split, image modes, every file skipped and why."""
-    from rich.table import Table
-
-    ds = scan(Path(root), verify=verify, progress=progress)
-    counts = ds.counts()
-    t = Table(title=f"{ds.root}  ({len(ds.classes)} classes)", title_justify="left")
-    for col, just in (("#", "right"), ("folder", "left"), ("class", "left"), ("train", "right"), ("val", "right")):
-        t.add_column(col, justify=just)
-    for i, c in enumerate(ds.classes):
-        t.add_row(str(i), c, human_name(c), str(counts["train"][i]), str(counts["val"][i]))
-    t.add_row("", "", "[bold]total", f"[bold]{sum(counts['train'])}", f"[bold]{sum(counts['val'])}")
-    console.print(t)
-    if verify:
-        modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
-        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
-    for w in ds.warnings:
-        console.print(f"[yellow]warning:[/] {escape(str(w))}")
-    if ds.skipped:
-        console.print(f"[yellow]skipped {len(ds.skipped)} file(s):[/]")
-        for p, why in ds.skipped[:50]:
-            console.print(f"  {p}: {why}", soft_wrap=True, markup=False)
-        if len(ds.skipped) > 50:
-            console.print(f"  ... and {len(ds.skipped) - 50} more")
-    else:
-        console.print("problems found: none")
-    return ds
-
-
-def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes: list[str] | None = None,
-                seed: int = 0) -> Path:
-    """A class-balanced random subset of an ImageNet-style dataset, copied to `dst` (must not exist)."""
-    import random
-    import shutil
-
-    src, dst = Path(src), Path(dst)
-    folders = check_layout(src)
-    if dst.exists():
-        raise DataError(f"{dst} already exists; nothing was overwritten")
-    chosen = classes or folders["train"]
-    unknown = [c for c in chosen if c not in folders["train"]]
-    if unknown:
-        raise DataError(f"no such class in {src}/train: {', '.join(unknown)}")
-    rng = random.Random(seed)
-    for split, n in (("train", train), ("val", val)):
-        for c in chosen:
-            files = [p for p in walk_images(src / split / c, []) if p.is_file()]
-            for p in rng.sample(files, min(n, len(files))):
-                out = dst / split / c / p.name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(p, out)
-    return dst

@@ -1,0 +1,44 @@
+"""`python -m app data DIR`: what is in a dataset, printed: classes, counts, modes, every skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from .dataset import Dataset, human_name, scan
+
+
+def describe(root: str | Path, console, verify: bool = True, progress=None) -> Dataset:
+    """Classes (folder + human name), counts per split, image modes, every file skipped and why."""
+    from rich.table import Table
+
+    ds = scan(Path(root), verify=verify, progress=progress)
+    counts = ds.counts()
+    t = Table(title=f"{ds.root}  ({len(ds.classes)} classes)", title_justify="left")
+    for col, just in (("#", "right"), ("folder", "left"), ("class", "left"), ("train", "right"), ("val", "right")):
+        t.add_column(col, justify=just)
+    for i, c in enumerate(ds.classes):
+        t.add_row(str(i), c, human_name(c), str(counts["train"][i]), str(counts["val"][i]))
+    t.add_row("", "", "[bold]total", f"[bold]{sum(counts['train'])}", f"[bold]{sum(counts['val'])}")
+    console.print(t)
+    if verify:
+        modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
+        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
+    for w in ds.warnings:
+        console.print(f"[yellow]warning:[/] {escape(str(w))}")
+    print_skipped(ds.skipped, lambda line: console.print(line, soft_wrap=True, markup=False))
+    if not ds.skipped:
+        console.print("problems found: none")
+    return ds
+
+
+def print_skipped(skipped: list[tuple[str, str]], log, limit: int = 50) -> None:
+    """The end-of-run list of files left out, and why (all of them are in skipped.csv)."""
+    if not skipped:
+        return
+    log(f"skipped {len(skipped)} file(s):")
+    for p, why in skipped[:limit]:
+        log(f"  {p}: {why}")
+    if len(skipped) > limit:
+        log(f"  ... and {len(skipped) - limit} more")

@@ -1,0 +1,71 @@
+"""Opening a training session, the same for lr-find, fit-one-cycle and fine-tune: the data found,
+the device picked and seeded, the run directory made (rank 0) and shared with the other ranks,
+the log opened, the dataset scanned and loaded, skipped files listed, config.json written."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import distributed as dist
+from .dataset import Dataset, write_skipped
+from .device import pick_device
+from .download import resolve_data
+from .learner import make_dls
+from .runlog import run_logger
+from .runs import device_info, load_config, new_run_dir, save_config, versions
+from .settings import TrainConfig, check_sizes
+
+
+@dataclass
+class Session:
+    run: Path
+    cfg: TrainConfig
+    device: object
+    log: object
+    ds: Dataset
+    dls: object
+    started: float
+    plan: object = None  # budget.Plan when --time planned the epochs
+
+
+def seed_everything(seed: int, device) -> None:
+    """fastai's set_seed. Bit-exact (deterministic kernels) on the CPU, where runs repeat exactly;
+    on CUDA runs are not bit-exact anyway, so cuDNN picks its fastest kernels instead."""
+    import torch
+    from fastai.torch_core import set_seed
+
+    cpu = device.type == "cpu"
+    set_seed(seed, reproducible=cpu)
+    if not cpu:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+
+def open_session(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
+                 progress=None, **info) -> Session:
+    """A new run for `cfg` (or the run `resume` names, with its saved settings)."""
+    started = time.time()
+    if resume:
+        run = Path(resume)
+        cfg, _ = load_config(run)
+    else:
+        cfg = cfg.replace(data=str(resolve_data(cfg.data)))
+    check_sizes(cfg)
+    device = pick_device(cfg.device, log=console.print if console else print)
+    dist.init(device)
+    if not resume:
+        run = Path(dist.broadcast(str(new_run_dir(cfg.command, out)) if dist.is_rank0() else None))
+    seed_everything(cfg.seed, device)
+    log = run_logger(run, console)
+    ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log)  # resized per epoch later
+    if dist.is_rank0():
+        write_skipped(ds.skipped, run / "skipped.csv")
+        if ds.skipped:
+            log(f"skipped {len(ds.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}")
+        if not resume:
+            save_config(run, cfg, versions=versions(), device=device_info(device), seed=cfg.seed,
+                        classes=list(dls.vocab), synsets=ds.classes, data_fingerprint=ds.fingerprint(),
+                        status="running", world_size=dist.world_size(), **info)
+    return Session(run, cfg, device, log, ds, dls, started)
