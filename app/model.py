@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .errors import ModelError, NetworkError, first_line
 
 IMAGENET_FILE = "alexnet-owt-7be5be79.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
+DOWNLOAD_TIMEOUT_S = 20
 _HASHED_NAME = re.compile(r"^alexnet-[a-z0-9]+-(?P<prefix>[0-9a-f]{6,})\.pth$")  # torchvision's naming
 
 
@@ -71,10 +73,14 @@ def fetch_imagenet(progress: bool = True) -> Path:
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         prefix = _HASHED_NAME.match(IMAGENET_FILE)["prefix"]
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a network that drops packets fails, not hangs
         try:
             torch.hub.download_url_to_file(IMAGENET_URL, str(target), hash_prefix=prefix, progress=progress)
         except Exception as e:  # URLError, HTTPError, timeouts, a hash mismatch: no usable file
             raise imagenet_error(e) from None
+        finally:
+            socket.setdefaulttimeout(old)
     check_hash(target)
     return target
 

@@ -57,10 +57,13 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
         return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
-    w = resolve_weights(weights, progress=show_progress())
     from .device import cuda_available
 
+    w = resolve_weights(weights, progress=show_progress())
     cfg = resolve(command, preset, w.spec, cuda_available(), **flags)
+    if weights == "auto" and w.kind == "none" and console:
+        console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
+                      "pass --weights PATH to fine-tune", markup=False)
     if cfg.lr_from:
         cfg = cfg.replace(lr=lr_from_run(cfg.lr_from))
     if console:

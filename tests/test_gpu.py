@@ -129,7 +129,8 @@ def test_cli_fine_tune_from_a_state_dict_on_cuda(small_data, tmp_path):
 
 def test_bench_on_cuda(tmp_path):
     out = tmp_path / "bench.json"
-    run_cli("bench", "--images", 256, "--size", 64, "--bs", 32, "--repeats", 1, "--json", out, check=True)
+    run_cli("bench", "--data", SHARED, "--images", 256, "--size", 64, "--bs", 32, "--repeats", 1, "--json", out,
+            check=True)
     res = json.loads(out.read_text())
     assert all(res[k] > 0 for k in ("ceiling_train_img_s", "fast_train_img_s", "fastai_train_img_s"))
     assert "cpu" not in res["device"]
