@@ -4,9 +4,11 @@ scratch, measured here, where ImageNet weights cannot be downloaded.
 A source model is trained by the app from random init on 5 Imagenette classes (all their training
 images) and exported; that is a small copy of ImageNet pretraining: features learned on some
 classes, reused for others. On the other 5 classes, with K training images per class and all their
-validation images, two arms train with the same epochs, size, data and seed: (a) fit-one-cycle
-from random init, (b) fine-tune --weights SOURCE_BUNDLE. Each arm takes its lr from its own
-lr-find run (the app's rule, `--lr-from`), as a user would. Every K is drawn again for each seed.
+validation images, three arms train with the same epochs, size, data and seed: (a) fit-one-cycle
+from random init, (b) fine-tune --weights SOURCE_BUNDLE, (c) the same with --body-layers 2 (only
+the source's first two convolutions: its deeper layers turned out too specific to its 5 classes to
+transfer). Each arm takes its lr from its own lr-find run (the app's rule, `--lr-from`), as a user
+would. Every K is drawn again for each seed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .settings import TrainConfig
 
 SOURCE_CLASSES = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079"]  # tench .. church
 TARGET_CLASSES = ["n03394916", "n03417042", "n03425413", "n03445777", "n03888257"]  # French horn .. parachute
+ARMS = {"scratch": None, "transfer": 0, "transfer_2_layers": 2}  # arm: --body-layers (None: random init)
 SOURCE_RECIPE = dict(preset="cpu-quick", epochs=12, size=96, progressive="64:0.5", valid_every=12)
 TARGET_RECIPE = dict(size=64, bs=16, epochs=12, label_smoothing=0.1, head_dropout=0.1, min_scale=0.6,
                      max_rotate=5.0, max_warp=0.0, max_lighting=0.0, wd=0.01, progressive="")
@@ -55,8 +58,9 @@ def run_transfer(data=None, log=print, device: str = "auto", ks=(10, 25, 100), s
             plot(res, Path(json_path).with_suffix(".png"))
             res["figure"] = str(Path(json_path).with_suffix(".png"))
         for row in res["by_k"]:
-            log(f"  K={row['k']:>3}: scratch {row['scratch_accuracy'] * 100:.1f} %, transfer "
-                f"{row['transfer_accuracy'] * 100:.1f} % ({row['gain'] * 100:+.1f} points, {row['seeds']} seeds)")
+            log(f"  K={row['k']:>3} ({row['seeds']} seeds): scratch {row['scratch_accuracy'] * 100:.1f} %, transfer "
+                f"{row['transfer_accuracy'] * 100:.1f} % ({row['transfer_gain'] * 100:+.1f}), 2 layers "
+                f"{row['transfer_2_layers_accuracy'] * 100:.1f} % ({row['transfer_2_layers_gain'] * 100:+.1f})")
         return res
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,20 +112,20 @@ def _one_draw(src: Path, tmp: Path, k: int, seed: int, bundle: str, device: str,
 
     root = make_subset(src, tmp / f"target-k{k}-s{seed}", k, -1, classes=TARGET_CLASSES, seed=seed)
     base = dict(TARGET_RECIPE, data=root, seed=seed, device=device, valid_every=TARGET_RECIPE["epochs"])
-    scratch = resolve("fit-one-cycle", "none", "none", **base)
-    scratch = scratch.replace(lr=_lr(scratch, tmp / f"lr-scratch-k{k}-s{seed}"))
-    tune = resolve("fine-tune", "none", bundle, **{**base, "freeze_epochs": 1})
-    if min_freeze_steps is not None:
-        tune = tune.replace(min_freeze_steps=min_freeze_steps)
-    tune = tune.replace(lr=_lr(tune, tmp / f"lr-transfer-k{k}-s{seed}"))
-    # the same epochs in all: fine-tune's frozen epochs come out of its total
-    a = _train(scratch, tmp / f"scratch-k{k}-s{seed}", "none")
-    b = _train(tune.replace(epochs=max(1, tune.epochs - tune.freeze_epochs)), tmp / f"transfer-k{k}-s{seed}", bundle)
-    log(f"  K={k:>3} seed {seed}: scratch {a['accuracy'] * 100:.1f} % (lr {a['lr']:.1e}), transfer "
-        f"{b['accuracy'] * 100:.1f} % (lr {b['lr']:.1e}, {b['frozen_epochs']} frozen epoch(s))")
-    return {"k": k, "seed": seed, "scratch_accuracy": a["accuracy"], "transfer_accuracy": b["accuracy"],
-            "scratch_lr": a["lr"], "transfer_lr": b["lr"], "transfer_frozen_epochs": b["frozen_epochs"],
-            "scratch_seconds": a["seconds"], "transfer_seconds": b["seconds"]}
+    row = {"k": k, "seed": seed}
+    for arm, layers in ARMS.items():
+        if layers is None:
+            cfg, weights = resolve("fit-one-cycle", "none", "none", **base), "none"
+        else:  # the same epochs in all arms: fine-tune's frozen epoch comes out of its total
+            cfg = resolve("fine-tune", "none", bundle, **{**base, "freeze_epochs": 1, "epochs": base["epochs"] - 1,
+                                                         "body_layers": layers})
+            cfg, weights = cfg.replace(min_freeze_steps=min_freeze_steps or 0), bundle
+        cfg = cfg.replace(lr=_lr(cfg, tmp / f"lr-{arm}-k{k}-s{seed}"))
+        r = _train(cfg, tmp / f"{arm}-k{k}-s{seed}", weights)
+        row.update({f"{arm}_accuracy": r["accuracy"], f"{arm}_lr": r["lr"], f"{arm}_seconds": r["seconds"]})
+    log(f"  K={k:>3} seed {seed}: " + ", ".join(f"{arm} {row[f'{arm}_accuracy'] * 100:.1f} % (lr {row[f'{arm}_lr']:.1e})"
+                                              for arm in ARMS))
+    return row
 
 
 def _sd(values: list[float]) -> float:
@@ -129,16 +133,18 @@ def _sd(values: list[float]) -> float:
 
 
 def summarise(runs: list[dict], ks) -> list[dict]:
-    """Per K: the mean of each arm over the seeds, their spread, and the gain."""
+    """Per K: each arm's mean over the seeds, its spread, its seconds, and its gain over scratch."""
     out = []
     for k in ks:
         rows = [r for r in runs if r["k"] == k]
-        a, b = [r["scratch_accuracy"] for r in rows], [r["transfer_accuracy"] for r in rows]
-        out.append({"k": k, "seeds": len(rows), "scratch_accuracy": statistics.mean(a),
-                    "transfer_accuracy": statistics.mean(b), "scratch_sd": _sd(a), "transfer_sd": _sd(b),
-                    "gain": statistics.mean(b) - statistics.mean(a),
-                    "scratch_seconds": statistics.mean(r["scratch_seconds"] for r in rows),
-                    "transfer_seconds": statistics.mean(r["transfer_seconds"] for r in rows)})
+        row = {"k": k, "seeds": len(rows)}
+        for arm in ARMS:
+            acc = [r[f"{arm}_accuracy"] for r in rows]
+            row.update({f"{arm}_accuracy": statistics.mean(acc), f"{arm}_sd": _sd(acc),
+                        f"{arm}_seconds": statistics.mean(r[f"{arm}_seconds"] for r in rows)})
+            if arm != "scratch":
+                row[f"{arm}_gain"] = row[f"{arm}_accuracy"] - row["scratch_accuracy"]
+        out.append(row)
     return out
 
 
@@ -153,7 +159,8 @@ def plot(res: dict, path: Path) -> Path:
     k = [r["k"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.3))
     for arm, label in (("scratch", "fit-one-cycle from random init"),
-                       ("transfer", "fine-tune from the source model")):
+                       ("transfer", "fine-tune from the source model (--weights SOURCE)"),
+                       ("transfer_2_layers", "the same, its first 2 convolutions only (--body-layers 2)")):
         ax.errorbar(k, [100 * r[f"{arm}_accuracy"] for r in rows], yerr=[100 * r[f"{arm}_sd"] for r in rows],
                     marker="o", capsize=4, label=label)
     ax.axhline(20, color="gray", ls=":", lw=1, label="chance (5 classes)")

@@ -312,7 +312,9 @@ class FinalPreds(Callback):
 
     def after_validate(self):
         if getattr(self, "keep", False) and self.probs:
-            self.learn.final_preds = (torch.cat(self.probs), torch.cat(self.targs), torch.cat(self.losses))
+            # not `learn.final_preds`: fastai keeps each callback under its snake_case name and deletes
+            # that attribute when the callback is removed at the end of fit
+            self.learn.last_valid_preds = (torch.cat(self.probs), torch.cat(self.targs), torch.cat(self.losses))
 
 
 class ProgressiveResize(EpochAware):

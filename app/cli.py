@@ -9,7 +9,6 @@ codes"); APP_DEBUG=1 shows tracebacks.
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -22,17 +21,11 @@ from rich.markup import escape
 
 from . import errors
 from .errors import AppError, first_line
-from .settings import PRESET_NAMES, debug, show_progress
-
-
-def _width(stream) -> int | None:
-    """Piped output (logs, CI, files) gets wide tables, not rich's 80-column default."""
-    return None if stream.isatty() or os.environ.get("COLUMNS") else 160
-
+from .settings import PRESET_NAMES, console_width, debug, show_progress
 
 # soft_wrap: piped output keeps one line per message instead of wrapping at the width
-console = Console(stderr=False, highlight=False, soft_wrap=True, width=_width(sys.stdout))
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+console = Console(stderr=False, highlight=False, soft_wrap=True, width=console_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=console_width(sys.stderr))
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -100,6 +93,9 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
                  min=0.0, show_default="preset's"),
     "mixup": _opt("--mixup", "fastai MixUp with this alpha; 0 = off.", typ=Optional[float], min=0.0,
                   show_default="preset's"),
+    "body_layers": _opt("--body-layers", "Pretrained weights: keep only the first N of AlexNet's 5 convolutions, the "
+                        "rest random (a source trained on few or other classes transfers its early layers best); "
+                        "0 = all.", typ=Optional[int], min=0, max=5, show_default="all"),
     "workers": _opt("--workers", "Worker processes of the datablock loader.", typ=Optional[int], min=0,
                     show_default="fastai's"),
     "evaluate": _opt("--evaluate/--no-evaluate", "Metrics, figures and report when training ends.", True, typ=bool),
@@ -250,16 +246,16 @@ def review(
     graphics: Annotated[str, typer.Option("--graphics", help="auto, kitty, sixel, halfcell or unicode.")] = "auto",
 ):
     """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go."""
-    from . import review as rv
-
     if apply and undo:
         raise typer.BadParameter("choose one of --apply and --undo")
+    from .review import apply_decisions, run_tui, undo_apply
+
     if apply:
-        rv.apply_decisions(run, console, assume_yes=yes)
+        apply_decisions(run, console, assume_yes=yes)
     elif undo:
-        rv.undo_apply(run, console, assume_yes=yes)
+        undo_apply(run, console, assume_yes=yes)
     else:
-        rv.run_tui(run, include_train=train_set, graphics=graphics)
+        run_tui(run, include_train=train_set, graphics=graphics)
 
 
 @app.command()

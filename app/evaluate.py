@@ -26,7 +26,7 @@ class Interp(ClassificationInterpretation):
     @classmethod
     def compute(cls, learn, dl=None):
         """One prediction pass, or none when training just kept its last validation pass."""
-        kept = getattr(learn, "final_preds", None) if dl is None else None
+        kept = getattr(learn, "last_valid_preds", None) if dl is None else None
         dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
         if kept is not None and len(kept[1]) == len(dl.items):
             return cls(learn, dl, *kept)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def _check_file(path: Path) -> None:
         if e.errno == errno.ENOENT:
             raise BadImage("missing (dangling symlink or removed)") from None
         raise BadImage(f"cannot stat: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage("not a regular file (a FIFO, socket or device)")  # reading a FIFO would block
     if st.st_size == 0:
         raise BadImage("empty file (0 bytes)")
     if not os.access(path, os.R_OK):

@@ -39,7 +39,7 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
     and precision the config asks for. Progress bars only on rank 0 of an interactive run."""
     weights = weights or resolve_weights(cfg.weights)
     learn = build_learner(dls, weights, cfg.label_smoothing, wd=cfg.wd, path=run or ".", cbs=list(cbs), log=log,
-                          head_dropout=cfg.head_dropout)
+                          head_dropout=cfg.head_dropout, body_layers=cfg.body_layers)
     if not show_progress() or not dist.is_rank0():
         quiet(learn)
         learn.logger = noop  # fastai prints each epoch's row; ours are logged by HistoryCSV

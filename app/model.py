@@ -215,10 +215,24 @@ def make_loss(label_smoothing: float):
     return CrossEntropyLossFlat()
 
 
+def keep_body_layers(model, n: int) -> int:
+    """Only the first `n` convolutions of a loaded body keep their weights; the later ones get a fresh
+    random init. Early layers (edges, textures) transfer; a source trained on few classes has deep
+    layers too specific to them (measured: benchmarks/transfer-cpu.json). Returns the layers reset."""
+    from torchvision.models import alexnet
+
+    body, fresh = model[0][0], alexnet().features
+    convs = [i for i, m in enumerate(body) if isinstance(m, type(fresh[0]))]
+    for i in convs[n:]:
+        body[i].load_state_dict(fresh[i].state_dict())
+    return len(convs[n:])
+
+
 def build_learner(dls, weights: Weights | str = "none", label_smoothing: float = 0.0, wd=None, path=".",
-                  cbs=None, metrics=None, log=print, head_dropout: float = 0.5):
+                  cbs=None, metrics=None, log=print, head_dropout: float = 0.5, body_layers: int = 0):
     """vision_learner(dls, alexnet) with the resolved weights; never silently random. A pretrained
-    body starts frozen, as fastai's pretrained=True does."""
+    body starts frozen, as fastai's pretrained=True does; `body_layers` > 0 keeps only its first
+    convolutions."""
     import fastai.callback.all  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find, to_fp16)
     from fastai.metrics import F1Score, accuracy
     from fastai.vision.learner import vision_learner
@@ -238,6 +252,8 @@ def build_learner(dls, weights: Weights | str = "none", label_smoothing: float =
     else:
         n = load_torchvision_body(learn.model, w.path)
         log(f"weights: {'ImageNet ' if w.kind == 'imagenet' else ''}{w.path} ({n} body tensors)")
+    if body_layers and (reset := keep_body_layers(learn.model, body_layers)):
+        log(f"body: the first {body_layers} convolution(s) kept, the other {reset} re-initialised (--body-layers)")
     learn.freeze()
     return learn
 

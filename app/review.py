@@ -27,7 +27,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, OptionList, Static
 
 from .errors import DataError, NothingToDo, RunError
-from .runs import load_config
+from .runs import load_config, write_json
 
 DECISIONS = "decisions.csv"
 FIELDS = ["path", "decision", "new_class", "actual", "predicted", "loss", "time"]
@@ -77,8 +77,8 @@ def _train_losses(run: Path, out: Path) -> None:
     from .learner import load_run
 
     learn, cfg, ds = load_run(run, log=lambda *_: None)
-    dl = learn.dls.train.new(shuffle=False, drop_last=False)
-    dl.dataset.split_idx = 1  # validation transforms: no augmentation
+    # the training images through the validation loader's transforms (no augmentation, centre crop)
+    dl = learn.dls.valid.new(learn.dls.train.dataset, shuffle=False, drop_last=False)
     write_top_losses(Interp.compute(learn, dl), out, ds)
 
 
@@ -330,7 +330,7 @@ def apply_decisions(run: Path, console, assume_yes: bool = False) -> Path | None
         Path(m["to"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(m["from"], m["to"])
         manifest["moves"].append(m)
-        mf.write_text(json.dumps(manifest, indent=2))  # after every move: a crash leaves an exact record
+        write_json(mf, manifest)  # after every move: a crash leaves an exact record
     console.print(f"moved {len(moves)} file(s); manifest {mf}; undo with: python -m app review {run} --undo", markup=False)
     return mf
 
@@ -372,6 +372,6 @@ def undo_apply(run: Path, console, assume_yes: bool = False) -> Path | None:
             shutil.move(str(src), str(dst))
             back += 1
     manifest["undone"] = True
-    mf.write_text(json.dumps(manifest, indent=2))
+    write_json(mf, manifest)
     console.print(f"moved {back} file(s) back")
     return mf

@@ -56,6 +56,11 @@ def show_progress(stream=None) -> bool:
     return (stream or sys.stdout).isatty()
 
 
+def console_width(stream) -> int | None:
+    """Piped output (logs, CI, files) gets wide tables, not rich's 80-column default; COLUMNS wins."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 160
+
+
 def debug() -> bool:
     """APP_DEBUG=1: tracebacks instead of one-line errors."""
     return bool(os.environ.get("APP_DEBUG"))
@@ -74,6 +79,7 @@ class TrainConfig:
     preset: str = "none"
     data: str = ""
     weights: str = "none"  # none | imagenet | PATH (.pth state dict or bundle directory)
+    body_layers: int = 0  # pretrained weights: keep only the first N of AlexNet's 5 convolutions (0 = all)
     epochs: int = 5
     freeze_epochs: int = 1
     min_freeze_steps: int = 0  # fine-tune: the frozen phase runs at least this many optimizer steps
@@ -223,6 +229,8 @@ def resolve(command: str, preset: str = "auto", weights: str = "none", cuda: boo
         if flags.get("time") is None and flags.get("epochs") is None and not cuda:
             flags = {**flags, "time": MAIN_JOB_MINUTES_CPU}
     values.pop("command", None)
+    if flags.get("time") and flags.get("epochs") is not None:
+        raise UsageError("--time plans the epochs for this machine: give --time or --epochs, not both")
     cfg = TrainConfig(command=command, preset=preset, weights=weights).replace(**values)
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     if "loader" in given:

@@ -25,3 +25,33 @@ def test_training_step_skips_bad_files_and_lists_them(tiny_data, tmp_path, loade
         else:
             assert expected in skipped[name], (name, skipped.get(name))
     assert "skipped" in p.stdout and "epoch 0:" in p.stdout
+
+
+def test_a_file_that_goes_bad_after_the_scan_reaches_the_skip_list(tiny_data, tmp_path, monkeypatch, capsys):
+    """The DataBlock loader reads files during training: one truncated after the scan is skipped
+    there, then listed in skipped.csv and at the end of the run, never dropped without a word."""
+    import csv
+    import shutil
+
+    from app import train as train_mod
+    from app.model import Weights
+    from app.settings import resolve
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = sorted((data / "train").rglob("*.JPEG"))[0]
+    real_build = train_mod.build
+
+    def build_then_break(*a, **k):  # after the scan and the loaders, before the first batch
+        victim.write_bytes(victim.read_bytes()[:300])
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(train_mod, "build", build_then_break)
+    cfg = resolve("fit-one-cycle", "none", "none", data=data, loader="datablock", size=64, bs=8, epochs=1, workers=0)
+    run = train_mod.train(cfg, out=str(tmp_path / "run"), weights=Weights("none"),
+                          finish=train_mod.Finish(figures=False))
+    with open(run / "skipped.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["path"], r["reason"]) for r in rows] == [(str(victim), "truncated file")]
+    out = capsys.readouterr().out
+    assert "could not be read during training" in out and f"{victim}: truncated file" in out

@@ -51,11 +51,18 @@ def test_help_shows_every_command_and_defaults():
 
 
 def test_lr_find_writes_suggestions_plot_and_recommendation(chain):
+    import math
+
+    from .conftest import assert_png
+
     d = json.loads((chain["lrfind"] / "lr_find.json").read_text())
     assert set(d["suggestions"]) == {"valley", "slide", "minimum", "steep"}
-    assert all(v > 0 for v in d["suggestions"].values())
+    lrs, losses = d["lrs"], d["losses"]
+    assert len(lrs) == len(losses) > 20 and all(a < b for a, b in zip(lrs, lrs[1:]))  # the sweep, rising
+    assert all(math.isfinite(x) for x in losses)
+    assert all(lrs[0] <= v <= lrs[-1] for v in d["suggestions"].values())  # suggestions lie on the curve
     assert d["recommended"] == max(d["suggestions"]["valley"], d["suggestions"]["minimum"] / 4)
-    assert (chain["lrfind"] / "figures" / "10_lr_find.png").is_file()
+    assert_png(chain["lrfind"] / "figures" / "10_lr_find.png")
     assert "recommended lr" in chain["outs"][0].stdout
 
 
@@ -73,6 +80,13 @@ def test_fine_tune_used_the_lr_and_wrote_a_complete_run(chain):
     m = json.loads((run / "metrics.json").read_text())
     for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
         assert 0 <= m[k] <= 1
+    with open(run / "batches.csv") as f:
+        b = list(csv.DictReader(f))
+    unfrozen = [r for r in b if int(r["epoch"]) >= 1]
+    for r in unfrozen:  # fastai's discriminative lrs, read back from the optimizer each batch: x10 per group
+        g = [float(r[f"lr_group{i}"]) for i in range(3)]
+        assert g[1] / g[0] == pytest.approx(10) and g[2] / g[1] == pytest.approx(10) and float(r["lr"]) == g[2]
+    assert max(float(r["lr_group2"]) for r in unfrozen) == pytest.approx(rec / 2, rel=1e-6)  # peak: base lr / 2
     for f in ("models/last.pth", "models/best.pth", "train.log", "report.html", "figures/06_confusion_matrix.png"):
         assert (run / f).is_file(), f
 
@@ -130,3 +144,21 @@ def test_bad_inputs_are_one_line_with_exit_codes(tiny_data, tmp_path, torchvisio
     assert_one_line_error(run_cli("predict", tmp_path / "missing.pkl", tiny_data), 4, "not found")
     assert_one_line_error(run_cli("evaluate", tmp_path / "norun"), 5, "not found")
     assert_one_line_error(run_cli("predict", tmp_path / "x.pkl", tmp_path / "no-such-dir"), 3, "no such image")
+
+
+def test_fine_tune_defaults_to_imagenet_and_refuses_clearly_offline(tiny_data, tmp_path):
+    offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "TORCH_HOME": str(tmp_path / "torch")}
+    p = run_cli("fine-tune", "--data", tiny_data, "--epochs", 1, "--out", tmp_path / "ft", env=offline)
+    assert_one_line_error(p, 6, "alexnet-owt-7be5be79.pth", "--weights PATH", str(tmp_path / "torch"))
+    assert not (tmp_path / "ft").exists()  # refused before a run directory was made
+
+
+def test_clip_and_mixup_typed_on_the_command_line_reach_fastais_callbacks(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--clip", 1.5,
+            "--mixup", 0.4, "--out", run, check=True)
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["clip"] == 1.5 and cfg["mixup"] == 0.4
+    summary = (run / "summary.txt").read_text()  # learn.summary() lists the Learner's callbacks
+    assert "MixUp" in summary and "GradientClipWhenOver" in summary

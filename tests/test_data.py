@@ -8,7 +8,7 @@ from app.dataset import IMAGENETTE, check_layout, human_name, scan
 from app.errors import DataError
 from app.subset import make_subset
 
-from .conftest import EASY, SHARED, assert_one_line_error, run_cli
+from .conftest import EASY, ROOT, SHARED, assert_one_line_error, need_shared, run_cli
 from .corpus import as_root, make_corpus
 
 
@@ -96,15 +96,43 @@ def test_verdicts_are_remembered_and_renewed_when_a_file_changes(tiny_data, tmp_
 def test_data_command_prints_classes_and_counts(small_data):
     p = run_cli("data", small_data, check=True)
     assert "tench" in p.stdout and "golf ball" in p.stdout and "n03445777" in p.stdout
-    assert "160" in p.stdout and "60" in p.stdout  # totals
+    import re
+
+    rows = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"│\s*(tench|church|golf ball|parachute|total)\s*│\s*(\d+)\s*│\s*(\d+)", p.stdout)}
+    assert rows == {"tench": (40, 15), "church": (40, 15), "golf ball": (40, 15), "parachute": (40, 15),
+                    "total": (160, 60)}, p.stdout
     assert "problems found: none" in p.stdout
 
 
 def test_make_subset_is_balanced_and_never_overwrites(tmp_path):
-    if not SHARED.is_dir():
-        pytest.skip("no shared data")
+    need_shared()
     d = make_subset(SHARED, tmp_path / "s", 3, 2, classes=EASY[:2])
     assert check_layout(d) == {"train": sorted(EASY[:2]), "val": sorted(EASY[:2])}
     assert scan(d).counts() == {"train": [3, 3], "val": [2, 2]}
     with pytest.raises(DataError, match="already exists"):
         make_subset(SHARED, d, 1, 1)
+
+
+def test_data_scripts_run_as_documented(tiny_data, tmp_path):
+    """data_scripts/: verify (the `data` command), subset, build_cache, and get_imagenette where the
+    archive is already there (no download), each as a user runs it; errors exit with the app's codes."""
+    import subprocess
+    import sys
+
+    def script(name, *args):
+        return subprocess.run([sys.executable, str(ROOT / "data_scripts" / name), *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    p = script("verify.py", tiny_data)
+    assert p.returncode == 0 and "problems found: none" in p.stdout, p.stderr
+    assert script("verify.py", tmp_path / "nope").returncode == 3
+    p = script("subset.py", tiny_data, tmp_path / "sub", "--train", 2, "--val", 1, "--classes", EASY[0], EASY[1])
+    assert p.returncode == 0 and scan(tmp_path / "sub").counts() == {"train": [2, 2], "val": [1, 1]}
+    p = script("subset.py", tiny_data, tmp_path / "sub", "--train", 1)
+    assert p.returncode == 3 and "already exists" in p.stderr and "Traceback" not in p.stderr
+    p = script("build_cache.py", tmp_path / "sub", "--size", 64)
+    assert p.returncode == 0 and "6 images at 80px, 0 skipped" in p.stdout, p.stderr
+    have = tmp_path / "dl" / "imagenette2-320" / "train"
+    have.mkdir(parents=True)
+    p = script("get_imagenette.py", tmp_path / "dl")
+    assert p.returncode == 0 and p.stdout.strip() == str(have.parent)

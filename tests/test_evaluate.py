@@ -75,3 +75,62 @@ def test_evaluating_without_a_model_or_data_is_one_line(fitted, tmp_path):
     cfg["config"]["data"] = str(tmp_path / "gone")
     (moved / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(run_cli("evaluate", moved), 3, "data folder is gone", "--data")
+
+
+def test_tta_scores_come_from_tta_predictions_that_differ_from_plain_ones(fitted, monkeypatch):
+    """TTA's metrics are computed from what learn.tta returned, and those predictions are not the
+    plain ones (fastai averages augmented passes with the plain one)."""
+    from fastai.learner import Learner
+
+    from app.evaluate import evaluate_learner
+    from app.learner import load_run
+
+    run, _ = fitted
+    learn, cfg, ds = load_run(run, log=lambda *_: None)
+    got = {}
+    real_tta = Learner.tta
+
+    def spy(self, *a, **k):
+        got["tta"] = real_tta(self, *a, **k)
+        return got["tta"]
+
+    monkeypatch.setattr(Learner, "tta", spy)
+    m = evaluate_learner(learn, run, cfg, tta=True, log=lambda *_: None, figures=False, ds=ds)
+    probs, targs = got["tta"]
+    plain, _ = learn.get_preds(dl=learn.dls.valid)
+    assert not torch_allclose(probs, plain)
+    assert m["tta"]["accuracy"] == pytest.approx(float((probs.argmax(1) == targs).float().mean()))
+
+
+def torch_allclose(a, b):
+    import torch
+
+    return torch.allclose(a, b, atol=1e-4)
+
+
+def test_evaluate_best_scores_the_best_checkpoint_and_drops_the_other_models_tta(fitted, tmp_path):
+    import shutil
+
+    import torch
+
+    run, _ = fitted
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    run_cli("evaluate", copy, "--tta", check=True)
+    assert "tta" in json.loads((copy / "metrics.json").read_text())
+    run_cli("evaluate", copy, "--which", "best", check=True)
+    m = json.loads((copy / "metrics.json").read_text())
+    best = torch.load(copy / "models" / "best.pth", weights_only=True)
+    assert m["model"] == "best" and m["accuracy"] == pytest.approx(best["accuracy"], abs=1e-6)
+    assert "tta" not in m  # the last model's TTA scores are not this model's
+    assert "accuracy with TTA" not in (copy / "report.html").read_text()
+
+
+def test_compare_json_holds_each_runs_settings_and_metrics(evaluated, tmp_path):
+    run, _ = evaluated
+    out = tmp_path / "cmp.json"
+    run_cli("compare", run, run, "--json", out, check=True)
+    rows = json.loads(out.read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    assert len(rows) == 2 and rows[0]["accuracy"] == m["accuracy"] and rows[0]["tta_accuracy"] == m["tta"]["accuracy"]
+    assert rows[0]["epochs"] == 8 and rows[0]["size"] == 64 and rows[0]["command"] == "fit-one-cycle"

@@ -79,3 +79,62 @@ def test_pickle_predictions_equal_the_bundles(exported, small_data):
     pb = b.probs([b.load(f) for f in files])
     assert a.classes == b.classes
     assert np.abs(pa - pb).max() < 1e-4
+
+
+def test_the_learner_pickle_loads_and_predicts_outside_the_project(exported, small_data, tmp_path):
+    """fastai users load_learner our pickle in their own notebook: a clean process whose working
+    directory and sys.path exclude the project; its classes match the bundle's on the same images."""
+    import subprocess
+    import sys
+
+    from app.export import pickle_modules
+    from app.predict import open_model
+
+    _, pkl, bundle, _ = exported
+    assert not {m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")}
+    files = sorted((small_data / "val").rglob("*.JPEG"))[:8]
+    code = "\n".join([
+        "import sys, json",
+        "try:",
+        "    import app",
+        "    sys.exit('app is importable here: not a clean process')",
+        "except ImportError:",
+        "    pass",
+        "from fastai.learner import load_learner",
+        "learn = load_learner(sys.argv[1])",
+        "with learn.no_bar():",
+        "    print(json.dumps([learn.predict(f)[0] for f in sys.argv[2:]]))",
+    ])
+    p = subprocess.run([sys.executable, "-I", "-c", code, str(pkl), *map(str, files)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    theirs = json.loads(p.stdout.strip().splitlines()[-1])
+    b = open_model(bundle)
+    ours = [b.classes[int(np.argmax(pr))] for pr in b.probs([b.load(f) for f in files])]
+    assert theirs == ours
+
+
+def test_a_bundle_of_a_newer_format_is_refused_in_one_line(exported, small_data, tmp_path):
+    import shutil
+
+    _, _, bundle, _ = exported
+    newer = tmp_path / "newer"
+    shutil.copytree(bundle, newer)
+    meta = json.loads((newer / "model.json").read_text())
+    meta["format"] = "alexnet-cli-bundle/2"
+    (newer / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(run_cli("predict", newer, small_data / "val"), 4, "newer than this app reads")
+
+
+def test_onnx_parity_is_measured_on_real_validation_images(small_data):
+    """The export's ONNX check feeds real validation images through predict's own preprocessing."""
+    from app.bundle import to_input
+    from app.dataset import scan
+    from app.export import _sample_inputs
+    from app.images import load_square
+
+    ds = scan(small_data)
+    x = _sample_inputs(ds, 64, [0.5] * 3, [0.25] * 3, n=4)
+    val = [i for i in ds.items if i.split == "val"]
+    want = to_input([load_square(i.path, 64) for i in val[:: len(val) // 4][:4]], [0.5] * 3, [0.25] * 3)
+    assert x.shape == (4, 3, 64, 64) and np.array_equal(x, want)

@@ -155,3 +155,15 @@ def test_review_in_tmux_as_a_person_would(review_run):
         assert [r["decision"] for r in _rows(run)] == ["keep", "remove"]
     finally:
         subprocess.run([tmux, "kill-session", "-t", name], capture_output=True)
+
+
+def test_review_train_adds_the_training_images_worst_first(fitted, tmp_path):
+    """`review --train`: one pass over the training images without augmentation, written beside the
+    validation list, then everything reviewed worst first."""
+    run = shutil.copytree(fitted[0], tmp_path / "run")
+    entries = load_entries(run, include_train=True)
+    by_split = {s: [e for e in entries if e.split == s] for s in ("train", "val")}
+    assert len(by_split["train"]) == 160 and len(by_split["val"]) == 60
+    assert (run / "top_losses_train.csv").is_file()
+    assert all("/train/" in e.path for e in by_split["train"])
+    assert [e.loss for e in entries] == sorted((e.loss for e in entries), reverse=True)

@@ -114,9 +114,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path)
 
 def test_ctrl_c_saves_and_prints_the_resume_command(small_data, tmp_path):
     run = tmp_path / "stopped"
+    # SIGINT restored in the child: a shell that starts the suite in the background makes it ignored
     proc = subprocess.Popen([sys.executable, "-m", "app", "fit-one-cycle", "--data", str(small_data), "--epochs", "20",
                              *map(str, ARGS), "--out", str(run)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(run / "models" / "last.pth", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -188,3 +190,32 @@ def test_seeding_is_bit_exact_on_cpu_and_fast_on_cuda():
     seed_everything(0, torch.device("cuda"))  # only flags: no GPU needed to set them
     assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
     seed_everything(0, torch.device("cpu"))
+
+
+def test_progressive_resizing_really_changes_the_batches_and_the_cache(small_data, tmp_path, monkeypatch):
+    """A real size change end to end: set_size on every transform, the cached loader switching to
+    the cache stored for the new size, validation at the final size, and history saying so."""
+    from app.callbacks import ModelInputs
+    from app.model import Weights
+    from app.settings import resolve
+    from app.train import Finish, train
+
+    seen = []
+    before = ModelInputs.before_batch
+
+    def spy(self):
+        dl = self.dls.train if self.training else self.dls.valid
+        seen.append((self.training, self.epoch, self.xb[0].shape[-1], dl.stores.size))
+        before(self)
+
+    monkeypatch.setattr(ModelInputs, "before_batch", spy)
+    cfg = resolve("fit-one-cycle", "none", "none", data=small_data, size=96, progressive="64:0.5", epochs=2, bs=32,
+                  valid_every=1)
+    run = train(cfg, out=str(tmp_path / "run"), weights=Weights("none"), finish=Finish(figures=False))
+    train_sizes = {(e, px, store) for t, e, px, store in seen if t}
+    valid_sizes = {(e, px) for t, e, px, _ in seen if not t}
+    assert sum(not t for t, *_ in seen) == 4  # 2 validation batches per epoch, none after (evaluation reuses them)
+    assert train_sizes == {(0, 64, 80), (1, 96, 128)}  # 64 px from the 80-px cache, 96 px from the 128-px one
+    assert valid_sizes == {(0, 64), (1, 96)}  # and no second pass after training: its last one is reused
+    assert [r["size"] for r in _history(run)] == ["64", "96"]
+    assert json.loads((run / "metrics.json").read_text())["size"] == 96
