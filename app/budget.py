@@ -16,6 +16,8 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+
 from .errors import UsageError
 from .schedule import frozen_epochs, sizes_per_epoch, total_epochs, validates
 from .settings import TrainConfig
@@ -99,7 +101,7 @@ def describe_speeds(s: Speeds) -> str:
 # ------------------------------------------------------------------ measuring this machine
 
 
-def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 1.5) -> Speeds:
+def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 2.0) -> Speeds:
     """img/s of this Learner's own model, loss, precision and loaders at every size the run uses
     (on a copy of the model: the run's weights, optimizer and random state are left as they were)."""
     from .callbacks import rng_state, set_rng_state
@@ -109,6 +111,8 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 1.5) -> Sp
     sizes = sorted(set(sizes_per_epoch(cfg)))
     frozen_sizes = sorted(set(sizes_per_epoch(cfg)[: frozen_epochs(cfg)]))
     model = copy.deepcopy(learn.model).to(device)
+    if cfg.channels_last:  # as ModelInputs will set it when the fit starts
+        model = model.to(memory_format=torch.channels_last)
     speeds = Speeds({}, {}, {})
     try:
         for size in sizes:
@@ -124,34 +128,33 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 1.5) -> Sp
     return speeds
 
 
-def _batches(dl, min_s: float, step, max_batches: int = 8) -> float:
-    """img/s of `step` over the loader's batches (loading included): one warm-up batch, then at
-    least two timed ones and `min_s` seconds."""
+def _batches(dl, min_s: float, step, warmup: int = 2, max_batches: int = 12) -> float:
+    """img/s of `step` over the loader's batches (loading included): `warmup` batches (kernel
+    selection, allocations), then at least three timed ones and `min_s` seconds."""
     from .measure import sync
 
     n, t0 = 0, None
+    warmup = max(0, min(warmup, len(dl) - 2))
     for i, (xb, yb) in enumerate(dl):
         step(xb, yb)
-        if i == 0:
+        if i < warmup:
+            continue
+        if t0 is None:
             sync(xb.device)
             t0 = time.perf_counter()
             continue
         n += len(yb)
-        if i >= 2 and (time.perf_counter() - t0 >= min_s or i >= max_batches):
+        if i >= warmup + 3 and (time.perf_counter() - t0 >= min_s or i >= max_batches):
             break
     sync(xb.device)
     return n / (time.perf_counter() - t0)
 
 
 def _inputs(xb, device):
-    import torch
-
     return xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
 
 
 def _train_rate(learn, model, device, freeze: bool, min_s: float) -> float:
-    import torch
-
     body = list(model[0].parameters())
     for p in body:
         p.requires_grad_(not freeze)
@@ -173,8 +176,6 @@ def _train_rate(learn, model, device, freeze: bool, min_s: float) -> float:
 
 
 def _valid_rate(learn, model, device, min_s: float) -> float:
-    import torch
-
     model.eval()
 
     def step(xb, yb):
@@ -189,7 +190,7 @@ def _checkpoint_time(model, ckpt_dir) -> float:
     from .callbacks import atomic_save
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    obj = {"model": state, "opt": [state, state]}
+    obj = {"model": state, "opt": [{k: v.clone() for k, v in state.items()} for _ in range(2)]}  # Adam's moments
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / "time-probe.pth"
     t = time.perf_counter()

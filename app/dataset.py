@@ -45,6 +45,7 @@ class Item:
     path: Path
     split: str  # "train" | "val"
     label: int  # index into Dataset.classes
+    side: int = 0  # shorter side in pixels, upright (0: not decoded by the scan)
 
 
 @dataclass
@@ -70,6 +71,11 @@ class Dataset:
         for it in self.items:
             out[it.split][it.label] += 1
         return out
+
+    def median_side(self) -> int:
+        """The training images' typical shorter side (0 when the scan did not decode them)."""
+        sides = sorted(it.side for it in self.items if it.split == "train" and it.side)
+        return sides[len(sides) // 2] if sides else 0
 
     def fingerprint(self) -> str:
         """Changes when any file, label or split changes (stat-based, cheap)."""
@@ -129,8 +135,8 @@ def _is_ancestor(a: str, b: str) -> bool:
     return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
-def _check_one(path: str) -> tuple[str | None, str]:
-    """(reason, source mode): reason is None when the file decodes fully."""
+def _check_one(path: str) -> tuple[str | None, str, int]:
+    """(reason, source mode, shorter side in pixels): reason is None when the file decodes fully."""
     import warnings
 
     try:
@@ -143,10 +149,10 @@ def _check_one(path: str) -> tuple[str | None, str]:
     except Exception:
         mode = ""
     try:
-        open_rgb(path)
+        im = open_rgb(path)
     except BadImage as e:
-        return str(e), ""
-    return None, mode
+        return str(e), "", 0
+    return None, mode, min(im.size)
 
 
 class _Verdicts:
@@ -161,12 +167,12 @@ class _Verdicts:
 
     def get(self, path: Path, st: os.stat_result):
         v = self.data.get(str(path))
-        if v and v[0] == st.st_size and v[1] == st.st_mtime_ns:
-            return v[2], v[3]
+        if v and len(v) == 5 and v[0] == st.st_size and v[1] == st.st_mtime_ns:
+            return v[2], v[3], v[4]
         return None
 
-    def put(self, path: Path, st: os.stat_result, reason, mode):
-        self.data[str(path)] = [st.st_size, st.st_mtime_ns, reason, mode]
+    def put(self, path: Path, st: os.stat_result, reason, mode, side):
+        self.data[str(path)] = [st.st_size, st.st_mtime_ns, reason, mode, side]
 
     def save(self):
         try:
@@ -211,9 +217,9 @@ def scan(root: str | Path, verify: bool = True, progress=None, workers: int | No
     files = _list_files(root, classes, folders, skipped)
     verdicts = _verdicts(root, [p for p, _, _ in files], verify, progress, workers)
     items, modes = [], Counter()
-    for (p, s, label), (reason, mode) in zip(files, verdicts):
+    for (p, s, label), (reason, mode, side) in zip(files, verdicts):
         if reason is None:
-            items.append(Item(p, s, label))
+            items.append(Item(p, s, label, side))
             modes[mode] += 1
         else:
             skipped.append((str(p), reason))
@@ -250,8 +256,9 @@ def _check_counts(ds: Dataset, folders: dict, why: str) -> None:
                 raise DataError(f"class '{c}' in {s} {why}")
 
 
-def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) -> list[tuple[str | None, str]]:
-    """(reason or None, Pillow mode) per file: remembered ones reused, the others decoded now."""
+def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) -> list[tuple[str | None, str, int]]:
+    """(reason or None, Pillow mode, shorter side) per file: remembered ones reused, the others
+    decoded now."""
     verdicts = _Verdicts(root)
     out: list = [None] * len(paths)
     todo = []
@@ -259,9 +266,9 @@ def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) ->
         try:
             st = p.stat()
         except OSError as e:
-            out[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None)
+            out[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None, 0)
             continue
-        out[i] = verdicts.get(p, st) if verify else (None, "?")
+        out[i] = verdicts.get(p, st) if verify else (None, "?", 0)
         if out[i] is None:
             todo.append((i, st))
     if todo:

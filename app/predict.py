@@ -152,9 +152,7 @@ def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | Non
     if csv_path:
         _write_csv(results, csv_path, k)
     if jsonl:
-        with open(jsonl, "w") as f:
-            for r in results:
-                f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}) + "\n")
+        _write_jsonl(results, jsonl)
     if not results:
         raise NothingToDo(f"no readable image in {target} ({len(skipped)} skipped)")
     return results
@@ -166,6 +164,13 @@ class _Null:
 
     def __exit__(self, *a):
         return False
+
+
+def _write_jsonl(results, path: Path) -> None:
+    with open(path, "w") as f:
+        for r in results:
+            f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}))
+            f.write("\n")
 
 
 def _write_csv(results, path: Path, k: int) -> None:

@@ -262,40 +262,41 @@ def plan_moves(run: Path, stamp: str) -> tuple[Path, list[dict], list[tuple[str,
     if not (run / DECISIONS).is_file():
         raise RunError(f"{run} has no {DECISIONS}: review it first (python -m app review {run})")
     classes = meta.get("classes", [])
-    synsets = meta.get("synsets") or classes
-    folder_of = dict(zip(classes, synsets))
+    folder_of = dict(zip(classes, meta.get("synsets") or classes))
     moves, problems = [], []
     for path, r in Decisions(run / DECISIONS).latest.items():
-        p = Path(path)
         if r["decision"] == "keep":
             continue
-        if r["decision"] not in KINDS:
-            problems.append((path, f"unknown decision {r['decision']!r}"))
-            continue
-        if not _inside(root, p) or p.is_symlink():
-            problems.append((path, "outside the dataset root (refused)"))
-            continue
-        if not p.is_file():
-            problems.append((path, "no longer present"))
-            continue
-        rel = p.resolve().relative_to(root.resolve())
-        if r["decision"] == "remove":
-            dest = root / "quarantine" / stamp / rel
+        dest = _destination(root, Path(path), r, folder_of, stamp)
+        if isinstance(dest, str):
+            problems.append((path, dest))
         else:
-            folder = folder_of.get(r["new_class"])
-            if folder is None or "/" in folder or folder in ("..", "."):
-                problems.append((path, f"unknown class {r['new_class']!r}"))
-                continue
-            dest = root / rel.parts[0] / folder / p.name
-        if not _inside(root, dest):
-            problems.append((path, "destination outside the dataset root (refused)"))
-            continue
-        if dest.exists():
-            problems.append((path, f"destination exists: {dest}"))
-            continue
-        moves.append({"kind": r["decision"], "from": str(p.resolve()), "to": str(dest.resolve()),
-                      "new_class": r["new_class"]})
+            moves.append({"kind": r["decision"], "from": str(Path(path).resolve()), "to": str(dest.resolve()),
+                          "new_class": r["new_class"]})
     return root, moves, problems
+
+
+def _destination(root: Path, p: Path, r: dict, folder_of: dict, stamp: str) -> Path | str:
+    """Where a relabelled or removed file goes, or why it cannot move (a string)."""
+    if r["decision"] not in KINDS:
+        return f"unknown decision {r['decision']!r}"
+    if not _inside(root, p) or p.is_symlink():
+        return "outside the dataset root (refused)"
+    if not p.is_file():
+        return "no longer present"
+    rel = p.resolve().relative_to(root.resolve())
+    if r["decision"] == "remove":
+        dest = root / "quarantine" / stamp / rel
+    else:
+        folder = folder_of.get(r["new_class"])
+        if folder is None or "/" in folder or folder in ("..", "."):
+            return f"unknown class {r['new_class']!r}"
+        dest = root / rel.parts[0] / folder / p.name
+    if not _inside(root, dest):
+        return "destination outside the dataset root (refused)"
+    if dest.exists():
+        return f"destination exists: {dest}"
+    return dest
 
 
 def apply_decisions(run: Path, console, assume_yes: bool = False) -> Path | None:

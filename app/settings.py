@@ -190,9 +190,10 @@ PRESETS: dict[str, dict] = {
         epochs=40, lr=2e-3, size=160, progressive="128:0.5", bs=256, clip=10.0,
         loader="cached", label_smoothing=0.1, min_scale=0.3, pct_start=0.25, wd=0.05,
     ),
-    # Pretrained weights on a 2-core CPU, <= 10 minutes: a short fine_tune at a small size.
+    # Pretrained weights on a 2-core CPU, <= 10 minutes: a short fine_tune at a small size (1 frozen +
+    # 2 unfrozen epochs at 128 px; timed with a torchvision-format state dict, benchmarks/finetune-cpu.json).
     "cpu-finetune": dict(
-        command="fine-tune", epochs=3, freeze_epochs=1, lr=2e-3, size=128, bs=64, loader="cached",
+        command="fine-tune", epochs=2, freeze_epochs=1, lr=2e-3, size=128, bs=64, loader="cached",
         label_smoothing=0.1, min_scale=0.5, max_rotate=5.0, max_warp=0.0, pct_start=0.3, wd=0.01,
     ),
     # ImageNet (or user-supplied) weights on a GPU: fastai fine_tune practice.
@@ -214,6 +215,16 @@ def choose_preset(preset: str, weights: str, cuda: bool) -> str:
     if weights != "none":
         return "finetune" if cuda else "cpu-finetune"
     return "gpu-fast" if cuda else "cpu-quick"
+
+
+def fit_size_to_images(cfg: TrainConfig, side: int) -> TrainConfig:
+    """Images smaller than the recipe's size are not upscaled past what they hold: the final size
+    becomes their median shorter side (to a multiple of 8, at least AlexNet's 64 px), the progressive
+    sizes scaled with it. The recipe keeps its epochs' worth of time for more epochs."""
+    if not side or side >= cfg.size:
+        return cfg
+    size = max(MIN_SIZE, int(round(side / 8)) * 8)
+    return cfg.replace(size=size, progressive=cfg.scaled_progressive(size))
 
 
 MAIN_JOB_MINUTES_CPU = 15.0  # `train` on a CPU keeps this promise unless --time says otherwise

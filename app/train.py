@@ -64,13 +64,33 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)
+    if command == "train" and flags.get("size") is None:
+        cfg = _fit_size(cfg, console, progress)
     if cfg.lr_from:
         cfg = cfg.replace(lr=lr_from_run(cfg.lr_from))
     if console:
-        console.print(f"[bold]{cfg.command}[/] preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
-                      f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} "
-                      f"loader={cfg.loader} weights={cfg.weights}", markup=True, highlight=False)
+        from rich.markup import escape
+
+        console.print(f"[bold]{cfg.command}[/] " + escape(
+            f"preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
+            f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
+            f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
     return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress)
+
+
+def _fit_size(cfg: TrainConfig, console, progress) -> TrainConfig:
+    """The main job on images smaller than its recipe's size trains at their size (one line says so)."""
+    from .dataset import scan
+    from .download import resolve_data
+    from .settings import fit_size_to_images
+
+    data = resolve_data(cfg.data)
+    side = scan(data, progress=progress).median_side()
+    fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
+    if fitted.size != cfg.size and console:
+        console.print(f"images are {side} px (median shorter side): training at {fitted.size} px, not {cfg.size}",
+                      markup=False)
+    return fitted
 
 
 def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,

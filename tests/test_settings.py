@@ -53,3 +53,14 @@ def test_loader_names_and_old_runs():
         resolve("fit-one-cycle", "none", "none", loader="turbo")
     old = TrainConfig.from_dict({"ps": 0.25, "loader": "fastai", "gone_setting": 1})
     assert old.head_dropout == 0.25 and old.loader == "datablock"
+
+
+def test_small_images_are_not_upscaled_past_what_they_hold():
+    from app.settings import fit_size_to_images
+
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    assert fit_size_to_images(cfg, 500) == cfg  # big enough: the recipe as it is
+    small = fit_size_to_images(cfg, 100)
+    assert small.size == 96 and small.progressive == "72:0.42"
+    tiny = fit_size_to_images(cfg, 28)
+    assert tiny.size == 64 and tiny.progressive == "" and tiny.epochs == cfg.epochs
