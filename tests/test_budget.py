@@ -78,3 +78,14 @@ def test_train_with_a_time_budget_ends_within_it(small_data, tmp_path):
     assert "epoch(s) fit in 1.5 min" in p.stdout and "ImageNet weights unavailable offline" in p.stdout
     assert meta["weights_used"] == "none" and "unavailable offline" in meta["weights_reason"]
     assert (run / "report.html").is_file() and json.loads((run / "metrics.json").read_text())["n"] == 60
+
+    # killed before its last epoch, then resumed: the original plan, not a new one
+    import torch
+
+    ckpt = torch.load(run / "models" / "last.pth", weights_only=True)
+    ckpt["epoch"] = plan_["epochs"] - 2
+    torch.save(ckpt, run / "models" / "last.pth")
+    r = run_cli("fit-one-cycle", "--resume", run, check=True, timeout=600)
+    assert f"at epoch {plan_['epochs'] - 1} of {plan_['epochs']}" in r.stdout and "fit in" not in r.stdout
+    after = json.loads((run / "config.json").read_text())
+    assert after["plan"] == plan_ and after["config"]["epochs"] == plan_["epochs"] and after["status"] == "finished"
