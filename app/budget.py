@@ -13,6 +13,7 @@ planned epochs.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import asdict, dataclass
 
@@ -130,12 +131,13 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 2.0) -> Sp
 
 def _batches(dl, min_s: float, step, warmup: int = 2, max_batches: int = 12) -> float:
     """img/s of `step` over the loader's batches (loading included): `warmup` batches (kernel
-    selection, allocations), then at least three timed ones and `min_s` seconds."""
+    selection, allocations), then at least three timed ones and `min_s` seconds, going round the
+    loader again when a small dataset has fewer batches than that."""
     from .measure import sync
 
     n, t0 = 0, None
-    warmup = max(0, min(warmup, len(dl) - 2))
-    for i, (xb, yb) in enumerate(dl):
+    rounds = itertools.chain.from_iterable(iter(dl) for _ in range(max_batches + warmup))
+    for i, (xb, yb) in enumerate(rounds):
         step(xb, yb)
         if i < warmup:
             continue
@@ -146,6 +148,8 @@ def _batches(dl, min_s: float, step, warmup: int = 2, max_batches: int = 12) -> 
         n += len(yb)
         if i >= warmup + 3 and (time.perf_counter() - t0 >= min_s or i >= max_batches):
             break
+    if not n:
+        raise UsageError("--time: the dataset holds no full batch to time; lower --bs")
     sync(xb.device)
     return n / (time.perf_counter() - t0)
 
