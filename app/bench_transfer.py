@@ -69,7 +69,7 @@ def run_transfer(data=None, log=print, device: str = "auto", ks=(10, 25, 100), s
 def _quiet():
     from rich.console import Console
 
-    return Console(file=open(os.devnull, "w"))
+    return Console(quiet=True)
 
 
 def _train(cfg: TrainConfig, out: Path, weights: str, export: bool = False) -> dict:

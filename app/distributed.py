@@ -89,9 +89,8 @@ def unwrap_dl(dl):
 
 
 def unwrap_model(model):
-    """The plain module under DDP (`.module`) and an old-style torch.compile wrapper (`._orig_mod`)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    """The plain module under DDP (`.module`); --compile compiles in place, so there is no wrapper."""
+    return getattr(model, "module", model)
 
 
 def barrier() -> None:

@@ -20,12 +20,13 @@ from .runs import checkpoint_path, load_config
 from .settings import TrainConfig, show_progress
 
 
-def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print):
-    """(dataset, DataLoaders) for cfg.loader; the cached loader builds its cache on first use."""
+def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print, ds=None):
+    """(dataset, DataLoaders) for cfg.loader (`ds`: cfg.data already scanned); the cached loader
+    builds its cache on first use."""
     from .cache import open_or_build_all, stored_size
     from .loaders import cached_dls, datablock_dls
 
-    ds = dist.rank0_first(lambda: scan(cfg.data, progress=progress))
+    ds = ds or dist.rank0_first(lambda: scan(cfg.data, progress=progress))
     if cfg.loader == "datablock":
         return ds, datablock_dls(ds, cfg, size, device)
     sizes = [stored_size(s) for s in cfg.sizes()]

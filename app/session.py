@@ -44,7 +44,7 @@ def seed_everything(seed: int, device) -> None:
 
 
 def open_session(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
-                 progress=None, **info) -> Session:
+                 progress=None, ds=None, **info) -> Session:
     """A new run for `cfg` (or the run `resume` names, with its saved settings)."""
     started = time.time()
     if resume:
@@ -59,7 +59,7 @@ def open_session(cfg: TrainConfig | None, out: str | None = None, resume: str | 
         run = Path(dist.broadcast(str(new_run_dir(cfg.command, out)) if dist.is_rank0() else None))
     seed_everything(cfg.seed, device)
     log = run_logger(run, console)
-    ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log)  # resized per epoch later
+    ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log, ds=ds)  # resized per epoch later
     if dist.is_rank0():
         write_skipped(ds.skipped, run / "skipped.csv")
         if ds.skipped:

@@ -64,8 +64,9 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)
+    ds = None
     if command == "train" and flags.get("size") is None:
-        cfg = _fit_size(cfg, console, progress)
+        cfg, ds = _fit_size(cfg, console, progress)
     if cfg.lr_from:
         cfg = cfg.replace(lr=lr_from_run(cfg.lr_from))
     if console:
@@ -75,29 +76,32 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
             f"preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
             f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
             f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
-    return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress)
+    return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress,
+                 ds=ds)
 
 
-def _fit_size(cfg: TrainConfig, console, progress) -> TrainConfig:
-    """The main job on images smaller than its recipe's size trains at their size (one line says so)."""
+def _fit_size(cfg: TrainConfig, console, progress):
+    """The main job on images smaller than its recipe's size trains at their size (one line says so);
+    returns the settings and the scanned dataset, which the session then reuses."""
     from .dataset import scan
     from .download import resolve_data
     from .settings import fit_size_to_images
 
     data = resolve_data(cfg.data)
-    side = scan(data, progress=progress).median_side()
+    ds = scan(data, progress=progress)
+    side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
     if fitted.size != cfg.size and console:
         console.print(f"images are {side} px (median shorter side): training at {fitted.size} px, not {cfg.size}",
                       markup=False)
-    return fitted
+    return fitted, ds
 
 
 def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,
-          finish: Finish | None = None, console=None, progress=None) -> Path:
-    """Run (or resume) a training command; returns its run directory."""
+          finish: Finish | None = None, console=None, progress=None, ds=None) -> Path:
+    """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned)."""
     info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
-    s = open_session(cfg, out, resume=resume, console=console, progress=progress, **info)
+    s = open_session(cfg, out, resume=resume, console=console, progress=progress, ds=ds, **info)
     ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
