@@ -19,13 +19,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import errors
-from .errors import AppError, first_line
-from .settings import PRESET_NAMES, console_width, debug, show_progress
+from .core import errors
+from .core.errors import AppError, first_line
+from .core.paths import console_width, debug, show_progress
+from .data.layout import LAYOUTS_HELP
+from .training.presets import PRESET_NAMES
 
 # soft_wrap: piped output keeps one line per message instead of wrapping at the width
 console = Console(stderr=False, highlight=False, soft_wrap=True, width=console_width(sys.stdout))
+
+
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=console_width(sys.stderr))
+
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -53,20 +58,42 @@ def _opt(names: str, help: str, default=None, typ=Optional[str], **kw):
 
 
 PRESETS_HELP = ", ".join(PRESET_NAMES)
-DATA = _opt("--data", "Dataset root holding train/<class>/ and val/<class>/.", typ=Optional[Path],
+
+
+DATA = _opt("--data", f"Dataset root: {LAYOUTS_HELP}.", typ=Optional[Path],
             show_default="../shared/data/imagenette2-224 if present, else download Imagenette")
+
+
 OUT = _opt("--out", "Run directory to create (must not exist).", typ=Optional[Path], show_default="runs/<command>-<n>")
+
+
 PRESET = _opt("--preset", f"Named recipe ({PRESETS_HELP}); flags you give override it. auto: cpu-quick on CPU, "
               "gpu-fast on a GPU, cpu-finetune / finetune with pretrained weights.", "auto", typ=str)
+
+
 SIZE = _opt("--size", "Image size in pixels (>= 64).", typ=Optional[int], show_default="preset's")
+
+
 BS = _opt("--bs", "Batch size.", typ=Optional[int], show_default="preset's")
+
+
 SEED = _opt("--seed", "Random seed (CPU runs repeat exactly).", 42, typ=int)
+
+
 LOADER = _opt("--loader", "cached: decoded cache, batch augmentation on the device; datablock: fastai's stock "
               "DataBlock (fast and fastai are the old names).", typ=Optional[Loader], show_default="preset's (cached)")
+
+
 DEVICE = _opt("--device", "auto, cpu, cuda or cuda:N.", "auto", typ=str)
+
+
 EPOCHS = _opt("--epochs", "Epochs.", typ=Optional[int], show_default="preset's")
+
+
 TIME = _opt("--time", "Minutes for the whole command: this machine's speed is measured and the epochs planned "
             "to fit (0 = the preset's epochs).", typ=Optional[float], min=0.0, show_default="train on a CPU: 15")
+
+
 TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, typ=bool)
 
 
@@ -102,6 +129,8 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "tta": TTA,
     "export": _opt("--export/--no-export", "Export the model when training ends.", False, typ=bool),
 }
+
+
 FINISH = ("evaluate", "tta", "export")
 
 
@@ -129,10 +158,11 @@ def _progress():
 
 
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
-    from .precheck import precheck
+    from .training.precheck import precheck
 
     precheck(out=out, resume=resume, weights=weights, data=flags.get("data"))
-    from .train import Finish, run_command
+    from .training.after_fit import Finish
+    from .training.train import run_command
 
     finish = Finish(**{k: flags.pop(k) for k in FINISH})
     with _progress() as progress:
@@ -144,11 +174,11 @@ def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
 
 @app.command()
 def data(
-    root: Annotated[Path, typer.Argument(help="Dataset root with train/ and val/.")],
+    root: Annotated[Path, typer.Argument(help=f"Dataset root: {LAYOUTS_HELP}.")],
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Decode every image to find bad files.")] = True,
 ):
     """What is in a dataset: classes (folder + human name), counts per split, files that cannot be used."""
-    from .describe import describe
+    from .data.describe import describe
 
     with _progress() as progress:
         describe(root, console, verify=verify, progress=progress)
@@ -158,15 +188,17 @@ def data(
                       "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE},
           help="fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot.")
 def lr_find_cmd(data, size, bs, weights, out, preset, loader, seed, device):
-    from .precheck import precheck
+    from .training.precheck import precheck
 
     precheck(out=out, weights=weights, data=data)
-    from .lr_find import run_lr_find
+    from .training.lr_find import run_lr_find
 
     with _progress() as progress:
         run = run_lr_find(preset, weights, out=out, console=console, progress=progress, data=data, size=size, bs=bs,
                           loader=loader and loader.value, seed=seed, device=device)
-    console.print(f"run: {run}\nplot: {run / 'figures' / '10_lr_find.png'}")
+    from .evaluation.figures import figure_path
+
+    console.print(f"run: {run}\nplot: {figure_path(run, 'lr_find')}")
 
 
 @_command("fit-one-cycle", {**TRAINING, "weights": _weights("none")},
@@ -194,7 +226,7 @@ def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
 def train_cmd(data, weights, out, preset, epochs, time, seed, device, tta):
     run = _train("train", preset, weights or "auto", out, None, data=data, epochs=epochs, time=time, seed=seed,
                  device=device, evaluate=True, tta=tta, export=True)
-    from .runs import read_json
+    from .core.files import read_json
 
     m = read_json(run / "metrics.json")
     console.print(f"[bold]accuracy {m['accuracy'] * 100:.2f}%[/]  metrics: {run / 'metrics.json'}  "
@@ -209,7 +241,7 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option("--data", help="The dataset, if it moved since training.")] = None,
 ):
     """Metrics (scikit-learn), confusion matrix, most confused, top losses and all figures for a run."""
-    from .evaluate import evaluate_run
+    from .evaluation.evaluate import evaluate_run
 
     evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console)
     console.print(f"metrics: {run / 'metrics.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
@@ -218,7 +250,7 @@ def evaluate(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run directory.")]):
     """One self-contained report.html (figures embedded) for a run."""
-    from .report import write_report
+    from .evaluation.report import write_report
 
     console.print(f"report: {write_report(run)}")
 
@@ -229,7 +261,7 @@ def compare(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON (fractions).")] = None,
 ):
     """One table of several runs' settings and metrics."""
-    from .report import compare_runs
+    from .evaluation.compare import compare_runs
 
     compare_runs(runs, console, json_path=json_path)
     if json_path:
@@ -248,7 +280,8 @@ def review(
     """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go."""
     if apply and undo:
         raise typer.BadParameter("choose one of --apply and --undo")
-    from .review import apply_decisions, run_tui, undo_apply
+    from .data.edits import apply_decisions, undo_apply
+    from .evaluation.review import run_tui
 
     if apply:
         apply_decisions(run, console, assume_yes=yes)
@@ -266,7 +299,7 @@ def export(
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
 ):
     """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
-    from .export import export_run
+    from .shipping.export import export_run
 
     export_run(run, to, which=which.value, log=console.print)
 
@@ -286,7 +319,7 @@ def predict(
     bs: Annotated[int, typer.Option("--bs", min=1, help="Batch size.")] = 64,
 ):
     """Classify images."""
-    from .predict import predict_path
+    from .shipping.predict import predict_path
 
     predict_path(model, target, top_k=top_k, csv_path=csv_path, jsonl=jsonl, bs=bs, console=console,
                  progress_factory=_progress)
@@ -310,7 +343,7 @@ def bench(
     device: DEVICE[0] = "auto",
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
-    from .bench import run
+    from .bench.main import run
 
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile)

@@ -51,7 +51,7 @@ step() {  # step NAME MAX_SECONDS COMMAND...: PASS/FAIL/SKIP with its log in $wo
 
 step tests 210 $py -m pytest -q -m gpu -p no:cacheprovider -rs tests/test_gpu.py --junitxml="$work/junit.xml"
 step train 150 $py -m app train --data "$data" --out "$work/runs/train"
-step decode 45 $py -c "import json,sys; from app.measure import decode_rates; print(json.dumps(decode_rates(sys.argv[1])))" "$data"
+step decode 45 $py -c "import json,sys; from app.bench.timing import decode_rates; print(json.dumps(decode_rates(sys.argv[1])))" "$data"
 step bench 120 $py -m app bench --data "$data" --images 3072 --size 128 --bs 256 --repeats 2 --json "$work/bench.json"
 step lr_find 45 $py -m app lr-find --data "$data" --preset gpu-fast --out "$work/runs/lr-find"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cache import open_or_build, stored_size  # noqa: E402
-from app.dataset import scan  # noqa: E402
-from app.errors import AppError  # noqa: E402
+from app.core.errors import AppError  # noqa: E402
+from app.data.cache import open_or_build, stored_size  # noqa: E402
+from app.data.scan import scan  # noqa: E402
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.download import download_imagenette  # noqa: E402
-from app.errors import AppError  # noqa: E402
+from app.core.errors import AppError  # noqa: E402
+from app.data.download import download_imagenette  # noqa: E402
 
 if __name__ == "__main__":
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.errors import AppError  # noqa: E402
-from app.subset import make_subset  # noqa: E402
+from app.core.errors import AppError  # noqa: E402
+from app.data.subset import make_subset  # noqa: E402
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -49,7 +49,7 @@ def need_shared():
 def small_data(tmp_path_factory):
     """4 classes x (40 train + 15 val) real images."""
     need_shared()
-    from app.subset import make_subset
+    from app.data.subset import make_subset
 
     return make_subset(SHARED, tmp_path_factory.mktemp("data") / "small", 40, 15, classes=EASY, seed=1)
 
@@ -58,7 +58,7 @@ def small_data(tmp_path_factory):
 def tiny_data(tmp_path_factory):
     """4 classes x (8 train + 4 val) real images: for plumbing, not accuracy."""
     need_shared()
-    from app.subset import make_subset
+    from app.data.subset import make_subset
 
     return make_subset(SHARED, tmp_path_factory.mktemp("data") / "tiny", 8, 4, classes=EASY, seed=2)
 

@@ -6,10 +6,11 @@ import os
 import runpy
 import sys
 
-from app import distributed
+from app.core import ranks
+from app.training import distributed
 
 PROBE = os.environ["APP_DDP_PROBE"]
-RANK = distributed.rank()
+RANK = ranks.rank()
 _get_idxs, _iter = distributed.GlooSafeDistributedDL.get_idxs, distributed.GlooSafeDistributedDL.__iter__
 
 

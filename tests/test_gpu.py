@@ -38,7 +38,7 @@ def jpegs(tmp_path_factory):
 
 
 def _decode(paths, decoder):
-    from app.cache import decoded
+    from app.data.cache import decoded
 
     out = []
     for res in decoded([str(p) for p in paths], (80,), decoder=decoder, workers=1):
@@ -57,10 +57,10 @@ def test_nvjpeg_decodes_like_pil(jpegs):
 
 
 def test_cache_is_held_on_the_gpu(small_data):
-    from app.cache import open_or_build, stored_size
-    from app.dataset import scan
-    from app.loaders import cached_dls
-    from app.settings import TrainConfig
+    from app.core.config import TrainConfig
+    from app.data.cache import open_or_build, stored_size
+    from app.data.loaders import cached_dls
+    from app.data.scan import scan
 
     dls = cached_dls(open_or_build(scan(small_data), stored_size(64), log=lambda *_: None), TrainConfig(bs=16), 64,
                      torch.device("cuda"))
@@ -73,8 +73,9 @@ def test_cache_is_held_on_the_gpu(small_data):
 def test_gpu_fast_fit_runs_in_bf16_and_channels_last(small_data, tmp_path):
     from fastai.callback.core import Callback
 
-    from app.learner import build, make_dls
-    from app.settings import resolve
+    from app.data.loaders import make_dls
+    from app.model.learner import build
+    from app.training.presets import resolve
 
     cfg = resolve("fit-one-cycle", "gpu-fast", "none", cuda=True, data=small_data, size=64, bs=32, epochs=1)
     device = torch.device("cuda")

@@ -1,0 +1,30 @@
+"""`python -m app bench`: which bench the flags ask for (the speed bench by default), and its JSON."""
+
+from __future__ import annotations
+
+from ..core.files import write_json
+from .speed import run_speed
+
+
+def run(data=None, size=128, bs=64, images=1280, json_path=None, console=None, device="auto", repeats=3,
+        scale=False, transfer=False, budget=None, compile=False) -> dict:
+    """The bench the flags ask for; its JSON written to `json_path`."""
+    log = console.print if console else print
+    if scale:
+        from .scale import run_scale
+
+        res = run_scale(log=log, device=device)
+    elif transfer:
+        from .transfer import run_transfer
+
+        res = run_transfer(data, log=log, device=device, json_path=json_path)
+    elif budget:
+        from .budget import run_budget
+
+        res = run_budget(data, budget, log=log, device=device)
+    else:
+        res = run_speed(data, size, bs, images, log, device, repeats, compile)
+    if json_path:
+        write_json(json_path, res)
+        log(f"wrote {json_path}")
+    return res

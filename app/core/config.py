@@ -1,0 +1,114 @@
+"""The training settings as one typed object (TrainConfig), with the rules any layer may check
+(image sizes AlexNet can take, progressive-resizing specs). Presets and the merge rule that fills
+it live in training/presets.py."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+MIN_SIZE = 64  # AlexNet + fastai head fails below 63 px ("Output size is too small")
+
+
+LOADERS = {"cached": "cached", "datablock": "datablock", "fast": "cached", "fastai": "datablock"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run does."""
+
+    command: str = "fit-one-cycle"  # fit-one-cycle | fine-tune | lr-find
+    preset: str = "none"
+    data: str = ""
+    weights: str = "none"  # none | imagenet | PATH (.pth state dict or bundle directory)
+    body_layers: int = 0  # pretrained weights: keep only the first N of AlexNet's 5 convolutions (0 = all)
+    epochs: int = 5
+    freeze_epochs: int = 1
+    min_freeze_steps: int = 0  # fine-tune: the frozen phase runs at least this many optimizer steps
+    lr: float = 1e-3
+    size: int = 128  # final training and validation size
+    # progressive resizing: "SIZE:FRACTION,..." of the epochs before `size`, e.g. "64:0.3,96:0.45"
+    progressive: str = ""
+    bs: int = 64
+    seed: int = 42
+    loader: str = "cached"  # cached (decoded cache, batch augmentation on the device) | datablock (fastai's)
+    label_smoothing: float = 0.0
+    head_dropout: float = 0.5  # dropout of fastai's head (its `ps`, default 0.5)
+    mixup: float = 0.0  # MixUp alpha (fastai MixUp); 0 = off
+    clip: float = 0.0  # max gradient norm (fastai GradientClip); 0 = off
+    wd: float = 0.01
+    pct_start: float = 0.25
+    valid_every: int = 1  # validate every N epochs (always at each size's last epoch and the last)
+    min_scale: float = 1.0  # random-resized-crop: smallest crop area, as a fraction
+    max_rotate: float = 10.0
+    max_lighting: float = 0.2
+    max_warp: float = 0.2
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = -1  # DataBlock loader worker processes (-1 = fastai's default)
+    device: str = "auto"
+    lr_from: str = ""  # a run directory whose lr-find suggestion set `lr`
+    time: float = 0.0  # minutes for the whole command (0 = the preset's epochs); see training/budget.py
+    max_epochs: int = 0  # with `time`: the most epochs a fast machine may plan (0 = 3 x the preset's)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def schedule(self, total_epochs: int) -> list[tuple[int, int]]:
+        """[(first epoch, size), ...]: the progressive sizes, then `size` for the remaining epochs."""
+        out, done = [], 0.0
+        for size, frac in parse_progressive(self.progressive):
+            out.append((int(round(done * total_epochs)), size))
+            done += frac
+        out.append((int(round(done * total_epochs)), self.size))
+        return [(e, s) for i, (e, s) in enumerate(out) if i == len(out) - 1 or e < out[i + 1][0]]
+
+    def sizes(self) -> list[int]:
+        """Every image size the run trains at, smallest first."""
+        return [s for s, _ in parse_progressive(self.progressive)] + [self.size]
+
+    def scaled_progressive(self, size: int) -> str:
+        """The same schedule for another final size (sizes below the minimum are dropped)."""
+        parts = []
+        for s, f in parse_progressive(self.progressive):
+            new = int(round(s / self.size * size / 8) * 8)
+            if MIN_SIZE <= new < size:
+                parts.append(f"{new}:{f:g}")
+        return ",".join(parts)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Also reads runs written before a setting was renamed (ps, loader fast/fastai)."""
+        d = dict(d)
+        if "ps" in d:
+            d.setdefault("head_dropout", d.pop("ps"))
+        if "loader" in d:
+            d["loader"] = LOADERS.get(d["loader"], d["loader"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def parse_progressive(spec: str) -> list[tuple[int, float]]:
+    """'64:0.3,96:0.45' -> [(64, 0.3), (96, 0.45)]; ValueError with the reason otherwise."""
+    out = []
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        try:
+            size, frac = part.split(":")
+            out.append((int(size), float(frac)))
+        except ValueError:
+            raise ValueError(f"bad progressive-resizing step {part!r} (expected SIZE:FRACTION)") from None
+    if sum(f for _, f in out) >= 1 or any(f <= 0 for _, f in out):
+        raise ValueError(f"progressive fractions must be positive and sum below 1: {spec!r}")
+    return out
+
+
+def check_sizes(cfg: TrainConfig) -> None:
+    """Every size the run will use is one AlexNet can take (its last pooling needs 63 px)."""
+    for size in cfg.sizes():
+        if size < MIN_SIZE:
+            raise UsageError(f"--size {size} is too small: AlexNet needs at least {MIN_SIZE} px")

@@ -1,0 +1,103 @@
+"""Which device trains: `auto` is the GPU of this process (LOCAL_RANK under a launcher) when CUDA
+works, else the CPU. A GPU that is present but unusable (e.g. a driver too old for the CUDA 13
+wheels) is said in one line, never silently swapped for the CPU."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import warnings
+
+from .errors import UsageError
+
+
+def seed_everything(seed: int, device) -> None:
+    """fastai's set_seed. Bit-exact (deterministic kernels) on the CPU, where runs repeat exactly;
+    on CUDA runs are not bit-exact anyway, so cuDNN picks its fastest kernels instead."""
+    import torch
+    from fastai.torch_core import set_seed
+
+    cpu = device.type == "cpu"
+    set_seed(seed, reproducible=cpu)
+    if not cpu:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+
+_warned = False
+
+
+def cuda_available() -> bool:
+    """torch.cuda.is_available(), without importing torch where it is not installed (bundle predict)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    with warnings.catch_warnings():  # an unusable driver warns here; unusable_gpu() says it in one line
+        warnings.simplefilter("ignore")
+        return torch.cuda.is_available()
+
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU is visible to the OS (device files or nvidia-smi), whatever CUDA says."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def unusable_gpu_warning() -> str | None:
+    """One line when a GPU is there but CUDA cannot use it (then training runs on the CPU)."""
+    if cuda_available() or not gpu_present():
+        return None
+    import torch
+
+    return (f"warning: an NVIDIA GPU is present but CUDA is unusable with this torch {torch.__version__} "
+            f"(CUDA {torch.version.cuda}); training on the CPU. Update the driver or install a torch build "
+            "for your driver's CUDA version.")
+
+
+def pick_device(device: str = "auto", log=None):
+    """torch.device for --device (auto, cpu, cuda, cuda:N); the CUDA device is made current."""
+    import torch
+
+    from .ranks import local_rank
+
+    global _warned
+    if device in ("auto", "", None):
+        if not cuda_available():
+            msg = unusable_gpu_warning()
+            if msg and log and not _warned:
+                log(msg)
+                _warned = True
+            return torch.device("cpu")
+        d = torch.device("cuda", local_rank())
+    else:
+        try:
+            d = torch.device(device)
+        except RuntimeError:
+            raise UsageError(f"unknown --device {device!r} (choose auto, cpu, cuda or cuda:N)") from None
+        if d.type == "cuda" and not cuda_available():
+            raise UsageError("--device cuda asked for, but no CUDA GPU is available")
+        if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if d.type == "cuda":
+        d = torch.device("cuda", d.index if d.index is not None else torch.cuda.current_device())
+        torch.cuda.set_device(d)  # nvJPEG, the cache upload and RNG state then use this GPU
+    return d
+
+
+def bf16_ok(device) -> bool:
+    """bf16 in hardware (Ampere and later), not emulated."""
+    import torch
+
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the argument
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,37 @@
+"""This process on this host: how long it has run and its peak memory, the same way on Linux,
+macOS and Windows (psutil; no POSIX-only module on any path)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (imports included: what the user waited)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process in MB: Windows' peak working set, Linux's VmHWM, and
+    elsewhere (macOS) the current RSS, which psutil reports everywhere; never less than that."""
+    import psutil
+
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None) or _linux_peak()
+    return max(peak or 0, info.rss) / 2**20
+
+
+def _linux_peak() -> int | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

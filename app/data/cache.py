@@ -1,0 +1,290 @@
+"""A decoded copy of the dataset: uint8 images at training resolution, built once, read fast.
+
+Layout (one folder per dataset and stored size, under settings.cache_root()):
+  images.u8      N x 3 x S x S uint8, row-major, no header (read with pread: nothing is mapped,
+                 so host memory stays flat however large the dataset is)
+  manifest.json  stored size, classes, and per row: relative path, split, label, bytes, mtime
+The manifest is compared with a fresh scan; any added, removed or changed file means a rebuild.
+On a GPU the whole array is copied to the device once when it fits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.device import cuda_available
+from ..core.paths import dataset_cache_dir
+from .images import BadImage, center_crop_resize, needs_pil, open_rgb
+from .scan import Dataset, Item
+
+VERSION = 1
+
+
+def stored_size(size: int) -> int:
+    """Room for random crops: 1.25x the training size, to a multiple of 16, at most 224."""
+    return int(min(224, -(-int(size * 1.25) // 16) * 16))
+
+
+def cache_dir(root: Path, size: int) -> Path:
+    return dataset_cache_dir(root) / f"s{size}"
+
+
+def _row(ds: Dataset, it: Item) -> list:
+    st = it.path.stat()
+    return [it.path.relative_to(ds.root).as_posix(), it.split, it.label, st.st_size, st.st_mtime_ns]
+
+
+@dataclass
+class Cache:
+    """An opened cache: rows aligned with `paths`, `splits` and `labels`."""
+
+    dir: Path
+    root: Path  # the dataset's folder: `paths` are relative to it
+    size: int
+    classes: list[str]
+    paths: list[str]  # relative to the dataset root
+    splits: np.ndarray  # 0 train, 1 val
+    labels: np.ndarray  # int64
+    skipped: list[tuple[str, str]]
+
+    @property
+    def n(self) -> int:
+        return len(self.paths)
+
+    @property
+    def row_bytes(self) -> int:
+        return 3 * self.size * self.size
+
+    def reader(self) -> RowReader:
+        return RowReader(self.dir / "images.u8", self.size)
+
+
+class RowReader:
+    """Reads rows into a fresh array; safe to share between threads, not processes. Positioned
+    reads (os.preadv) where the OS has them, else a locked seek + readinto (Windows)."""
+
+    def __init__(self, file: Path, size: int):
+        import threading
+
+        self.file, self.size = Path(file), size
+        self.row_bytes = 3 * size * size
+        self.fh = open(self.file, "rb", buffering=0)
+        self.lock = threading.Lock()
+
+    def _read_row(self, buf, offset: int) -> int:
+        preadv = getattr(os, "preadv", None)  # looked up per call: absent on Windows
+        if preadv is not None:
+            return preadv(self.fh.fileno(), [buf], offset)
+        with self.lock:
+            self.fh.seek(offset)
+            return self.fh.readinto(buf)
+
+    def read(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), 3, self.size, self.size), dtype=np.uint8)
+        flat = out.reshape(len(rows), -1)
+        for i, r in enumerate(rows):
+            if self._read_row(memoryview(flat[i]), int(r) * self.row_bytes) != self.row_bytes:
+                raise OSError(f"short read in {self.file} at row {r}")
+        return out
+
+    def read_all(self, chunk: int = 1024):
+        """Chunks of consecutive rows, for copying the whole array to a device."""
+        n = os.fstat(self.fh.fileno()).st_size // self.row_bytes
+        for start in range(0, n, chunk):
+            yield self.read(np.arange(start, min(n, start + chunk)))
+
+    def __getstate__(self):  # reopen after pickling (DataLoader workers, spawn)
+        return {"file": self.file, "size": self.size}
+
+    def __setstate__(self, d):
+        self.__init__(d["file"], d["size"])
+
+    def __del__(self):
+        try:
+            self.fh.close()
+        except (OSError, AttributeError):
+            pass
+
+
+def _decode(args) -> list[bytes] | str:
+    """One file decoded once, resized to every stored size; '!reason' when it cannot be."""
+    path, sizes = args
+    try:
+        im = open_rgb(path, min_size=max(sizes))
+    except BadImage as e:
+        return f"!{e}"
+    return [np.ascontiguousarray(np.asarray(center_crop_resize(im, s)).transpose(2, 0, 1)).tobytes() for s in sizes]
+
+
+def _decode_torchvision(paths: list[str], sizes: tuple[int, ...], device: str) -> list[list[bytes] | str]:
+    """JPEG decoding with torchvision (nvJPEG on CUDA). What nvJPEG gets wrong goes to PIL: files
+    that are not plain RGB/grayscale JPEGs (CMYK, YCCK) or carry an EXIF rotation (nvJPEG ignores
+    it), and any file of a batch that fails (then retried one by one)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    out: list = [None] * len(paths)
+    datas, idx = [], []
+    for i, p in enumerate(paths):
+        if not needs_pil(p):
+            try:
+                datas.append(read_file(p))
+                idx.append(i)
+                continue
+            except (RuntimeError, OSError):
+                pass
+        out[i] = _decode((p, sizes))
+    try:
+        imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device) if datas else []
+    except RuntimeError:  # one bad file fails the batch: find it
+        imgs = [_decode_one_jpeg(d, device) for d in datas]
+    for i, im in zip(idx, imgs):
+        out[i] = _decode((paths[i], sizes)) if im is None else _square_resized(im, sizes)
+    return out
+
+
+def _decode_one_jpeg(data, device: str):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None
+
+
+def _square_resized(im, sizes: tuple[int, ...]) -> list[bytes]:
+    """Centre square crop, antialiased bilinear resize to each stored size (what PIL does on the CPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = im.shape[-2:]
+    m = min(h, w)
+    top, left = (h - m) // 2, (w - m) // 2
+    im = im[:, top : top + m, left : left + m].unsqueeze(0).float()
+    return [F.interpolate(im, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            .round().clamp(0, 255).to(torch.uint8).cpu().numpy().tobytes() for s in sizes]
+
+
+def _open_if_current(d: Path, rows: list[list], size: int) -> Cache | None:
+    try:
+        m = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if m.get("version") != VERSION or m.get("size") != size or m.get("sources") != rows:
+        return None
+    if (d / "images.u8").stat().st_size != len(m["rows"]) * 3 * size * size:
+        return None
+    return _open(d, m)
+
+
+def _open(d: Path, m: dict) -> Cache:
+    rows = m["rows"]
+    return Cache(
+        dir=d,
+        root=Path(m["root"]),
+        size=m["size"],
+        classes=m["classes"],
+        paths=[r[0] for r in rows],
+        splits=np.array([0 if r[1] == "train" else 1 for r in rows], dtype=np.int64),
+        labels=np.array([r[2] for r in rows], dtype=np.int64),
+        skipped=[tuple(s) for s in m.get("skipped", [])],
+    )
+
+
+def open_or_build(ds: Dataset, size: int, progress=None, workers: int | None = None, decoder: str = "auto",
+                  log=print) -> Cache:
+    """The cache for `ds` at stored size `size` (see open_or_build_all)."""
+    return open_or_build_all(ds, [size], progress, workers, decoder, log)[size]
+
+
+def open_or_build_all(ds: Dataset, sizes, progress=None, workers: int | None = None, decoder: str = "auto",
+                      log=print) -> dict[int, Cache]:
+    """Caches of `ds` at each stored size: fresh ones reused, the others (re)built together in one
+    decoding pass, with progress."""
+    rows = [_row(ds, it) for it in ds.items]
+    out, todo = {}, []
+    for size in sorted(set(sizes)):
+        c = _open_if_current(cache_dir(ds.root, size), rows, size)
+        if c is None:
+            todo.append(size)
+        else:
+            out[size] = c
+    if todo:
+        d0 = cache_dir(ds.root, todo[0])
+        reason = "stale (files changed)" if (d0 / "manifest.json").exists() else "new"
+        log(f"building decoded cache ({reason}): {len(rows)} images at {', '.join(map(str, todo))}px -> {d0.parent}")
+        t0 = time.time()
+        built = build(ds, tuple(todo), rows, progress, workers, decoder)
+        gb = sum(c.n * c.row_bytes for c in built.values()) / 1e9
+        log(f"cache built in {time.time() - t0:.1f}s ({gb:.2f} GB)")
+        out.update(built)
+    return out
+
+
+def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder="auto") -> dict[int, Cache]:
+    """Decode every image once into one uint8 file per stored size; written beside, then swapped in."""
+    dirs = {s: cache_dir(ds.root, s) for s in sizes}
+    tmps = {s: d.with_name(d.name + f".tmp{os.getpid()}") for s, d in dirs.items()}
+    for t in tmps.values():
+        shutil.rmtree(t, ignore_errors=True)
+        t.mkdir(parents=True)
+    paths = [str(it.path) for it in ds.items]
+    task = progress.add_task(f"decoding to {', '.join(map(str, sizes))}px", total=len(paths)) if progress else None
+    kept, skipped = [], []
+    files = {s: open(tmps[s] / "images.u8", "wb") for s in sizes}
+    try:
+        for i, res in enumerate(decoded(paths, sizes, decoder, workers)):
+            if isinstance(res, str):
+                skipped.append((paths[i], res[1:] if res.startswith("!") else res))
+            else:
+                for s, b in zip(sizes, res):
+                    files[s].write(b)
+                kept.append(i)
+            if progress:
+                progress.advance(task)
+    finally:
+        for f in files.values():
+            f.close()
+    return {s: _swap_in(ds, s, rows, kept, skipped, tmps[s], dirs[s]) for s in sizes}
+
+
+def decoded(paths: list[str], sizes: tuple[int, ...], decoder: str = "auto", workers=None):
+    """Each file's bytes per stored size (or '!reason'), in order: PIL in worker processes ('auto',
+    'pil'), or torchvision's decode_jpeg in batches ('torchvision': nvJPEG on a GPU). PIL is the
+    default everywhere: on an H100 host with 16 cores, PIL workers decoded Imagenette's small JPEGs
+    at 5,220 img/s and nvJPEG at 376 (benchmarks/gpu-nvidia-h100-80gb-hbm3.json, "decode")."""
+    if decoder == "torchvision":
+        dev = "cuda" if cuda_available() else "cpu"
+        for start in range(0, len(paths), 256):
+            yield from _decode_torchvision(paths[start : start + 256], sizes, dev)
+        return
+    workers = workers or min(os.cpu_count() or 1, 16)
+    jobs = [(p, sizes) for p in paths]
+    if workers <= 1 or len(jobs) < 64:
+        yield from map(_decode, jobs)
+        return
+    with ProcessPoolExecutor(workers) as ex:
+        yield from ex.map(_decode, jobs, chunksize=32)
+
+
+def _swap_in(ds, size: int, rows, kept: list[int], skipped, tmp: Path, final: Path) -> Cache:
+    manifest = {
+        "version": VERSION, "size": size, "root": str(ds.root.resolve()), "classes": ds.classes,
+        "sources": rows, "rows": [rows[i] for i in kept], "skipped": skipped,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    old = final.with_name(final.name + f".old{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return _open(final, manifest)

@@ -1,0 +1,275 @@
+"""fastai DataLoaders over a scanned dataset: the stock DataBlock (`--loader datablock`), and the
+cached loader over the decoded cache (`--loader cached`, the default).
+
+Both give the same vocab (class order), splits, normalisation and batch augmentation, so a
+Learner, its callbacks, show_batch, ClassificationInterpretation and TTA work on either. The
+cached loader gathers whole batches of pre-decoded uint8 images (no per-item Python, no JPEG
+decoding, no worker processes) and leaves resizing and augmentation to fastai's batch transforms
+on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.core import Datasets, TfmdDL
+from fastai.data.load import SkipItemException
+from fastai.data.transforms import Categorize, FuncSplitter, IntToFloatTensor, Normalize
+from fastai.torch_core import TensorCategory, TensorImage
+from fastai.vision.augment import AffineCoordTfm, RandomResizedCrop, Resize, aug_transforms
+from fastai.vision.core import PILImage, imagenet_stats
+from fastai.vision.data import ImageBlock
+from fastcore.basics import chunked
+from fasttransform import DisplayedTransform, Transform
+
+from ..core import ranks as dist
+from ..core.config import TrainConfig
+from ..core.ranks import unwrap_dl
+from .cache import Cache
+from .classes import human_name
+from .images import BadImage, open_rgb
+from .scan import Dataset, scan
+
+_skipped_at_load: list[tuple[str, str]] = []  # files that went bad after the scan (DataBlock loader)
+
+
+def take_skipped_at_load() -> list[tuple[str, str]]:
+    """Files the DataBlock loader had to skip since the last call (changed on disk after the scan):
+    the run adds them to skipped.csv and its end-of-run list."""
+    out = sorted(set(_skipped_at_load))
+    _skipped_at_load.clear()
+    return out
+
+
+class SafePILImage(PILImage):
+    """PILImage that decodes like the rest of the app (EXIF, CMYK, 16-bit, alpha, size limit)."""
+
+    @classmethod
+    def create(cls, fn, **kwargs):
+        if isinstance(fn, (str, bytes)) or hasattr(fn, "__fspath__"):
+            try:
+                return cls(open_rgb(fn))
+            except BadImage as e:
+                _skipped_at_load.append((str(fn), str(e)))
+                raise SkipItemException(str(e)) from None
+        return super().create(fn, **kwargs)
+
+
+class ResizeBatch(DisplayedTransform):
+    """Validation images from the cache to the current size (antialiased, like PIL's resize)."""
+
+    order, split_idx = 20, 1
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def encodes(self, x: TensorImage):
+        if x.shape[-1] == self.size and x.shape[-2] == self.size:
+            return x
+        y = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear",
+                          antialias=True, align_corners=False)
+        return TensorImage(y)
+
+
+def batch_augs(cfg, size: int, cached: bool) -> list:
+    """fastai's aug_transforms; on the cached loader its zoom also does the random-resized crop."""
+    max_zoom = 1 / math.sqrt(cfg.min_scale) if cached and cfg.min_scale < 1 else 1.1
+    return aug_transforms(
+        size=size if cached else None, max_zoom=max_zoom, max_rotate=cfg.max_rotate,
+        max_lighting=cfg.max_lighting, max_warp=cfg.max_warp,
+    )
+
+
+def norm():
+    return Normalize.from_stats(*imagenet_stats)
+
+
+def _item_resize(cfg, size):
+    if cfg.min_scale < 1:
+        return RandomResizedCrop(size, min_scale=cfg.min_scale, ratio=(3 / 4, 4 / 3))
+    return Resize(size)
+
+
+class ItemLabel:
+    """Label of a dataset item (DataBlock loader): its class's human name, as the scan found it
+    (whatever the layout). Training only: the exported pickle carries no labeller (shipping/export.py)."""
+
+    def __init__(self, ds: Dataset):
+        names = ds.names
+        self.of = {str(it.path): names[it.label] for it in ds.items}
+
+    def __call__(self, path):
+        return self.of[str(path)]
+
+
+class RowLabel:
+    """Label of a cache row (cached loader)."""
+
+    def __init__(self, names, labels):
+        self.names, self.labels = list(names), list(labels)
+
+    def __call__(self, row):
+        return self.names[self.labels[row]]
+
+
+def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
+    val = {it.path for it in ds.items if it.split == "val"}
+    return DataBlock(
+        blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=ds.names, sort=False)),
+        get_items=lambda _: [it.path for it in ds.items],
+        splitter=FuncSplitter(lambda p: p in val),  # the scan's split, whatever the layout
+        get_y=ItemLabel(ds),
+        item_tfms=_item_resize(cfg, size),
+        batch_tfms=[*batch_augs(cfg, size, cached=False), norm()],
+    )
+
+
+def datablock_dls(ds: Dataset, cfg, size: int, device=None):
+    kw = {} if cfg.workers < 0 else {"num_workers": cfg.workers}
+    return datablock(ds, cfg, size).dataloaders(ds.root, bs=cfg.bs, device=device, **kw)
+
+
+class CacheStore:
+    """The decoded caches a cached loader reads, one per stored size, and the one in use. Each
+    training size reads the cache stored just above it (cache.stored_size), so small progressive
+    sizes do not pay for shrinking big images every batch."""
+
+    def __init__(self, caches: dict, device, resident: bool | None = None):
+        import torch
+
+        self.readers = {s: c.reader() for s, c in caches.items()}
+        first = next(iter(caches.values()))
+        self.paths = [str(first.root / p) for p in first.paths]  # each row's file
+        self.images = {s: None for s in caches}
+        need = sum(c.n * c.row_bytes for c in caches.values())
+        if resident is None:
+            resident = device.type == "cuda" and need < 0.6 * torch.cuda.mem_get_info(device)[0]
+        if resident:  # the whole decoded set on the training device
+            for s, c in caches.items():
+                images = torch.empty((c.n, 3, s, s), dtype=torch.uint8, device=device)
+                i = 0
+                for chunk in self.readers[s].read_all():
+                    images[i : i + len(chunk)] = torch.from_numpy(chunk).to(device, non_blocking=True)
+                    i += len(chunk)
+                self.images[s] = images
+        self.size = max(caches)
+
+    def select(self, train_size: int) -> None:
+        from .cache import stored_size
+
+        want = stored_size(train_size)
+        fits = [s for s in self.readers if s >= want]
+        self.size = min(fits) if fits else max(self.readers)
+
+    @property
+    def reader(self):
+        return self.readers[self.size]
+
+    def batch(self, rows):
+        import torch
+
+        images = self.images[self.size]
+        if images is not None:
+            return images[torch.as_tensor(rows, device=images.device)]
+        return torch.from_numpy(self.reader.read(rows))
+
+
+class CachedImage(Transform):
+    """Cache row -> TensorImage (uint8 CHW). Only the per-item path (show, decode) uses it."""
+
+    def __init__(self, stores: CacheStore):
+        super().__init__()
+        self.stores = stores
+
+    def encodes(self, row: int):
+        return TensorImage(self.stores.batch([row])[0])
+
+
+class CachedDL(TfmdDL):
+    """A fastai TfmdDL whose batches are gathered whole from the decoded cache."""
+
+    def __init__(self, dataset=None, stores=None, labels=None, **kwargs):
+        kwargs["num_workers"] = 0  # nothing to decode: workers would only copy memory around
+        super().__init__(dataset, **kwargs)
+        self.stores, self.labels = stores, labels
+
+    @property
+    def reader(self):
+        return self.stores.reader
+
+    def new(self, dataset=None, cls=None, **kwargs):
+        return super().new(dataset, cls, **{"stores": self.stores, "labels": self.labels, **kwargs})
+
+    def create_batches(self, samps):
+        rows = np.asarray(self.dataset.items, dtype=np.int64)
+        for chunk in chunked(samps, self.bs, self.drop_last):
+            r = rows[np.asarray(chunk, dtype=np.int64)]
+            x = self.stores.batch(r)
+            y = self.labels[torch.as_tensor(r, device=self.labels.device)]
+            yield TensorImage(x), TensorCategory(y)
+
+
+def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
+    """DataLoaders over the decoded caches ({stored size: Cache}, or one Cache)."""
+
+    if isinstance(caches, Cache):
+        caches = {caches.size: caches}
+    device = torch.device(device or "cpu")
+    first = caches[max(caches)]
+    assert all(c.paths == first.paths for c in caches.values()), "caches of one dataset must align"
+    stores = CacheStore(caches, device, resident)
+    stores.select(size)
+    labels = torch.as_tensor(first.labels, device=device)
+    names = [human_name(c) for c in first.classes]
+    splits = [np.flatnonzero(first.splits == 0).tolist(), np.flatnonzero(first.splits == 1).tolist()]
+    dsets = Datasets(
+        list(range(first.n)),
+        tfms=[[CachedImage(stores)], [RowLabel(names, first.labels.tolist()), Categorize(vocab=names, sort=False)]],
+        splits=splits,
+    )
+    return dsets.dataloaders(
+        bs=cfg.bs, dl_type=CachedDL, device=device, stores=stores, labels=labels,
+        after_batch=[IntToFloatTensor(), ResizeBatch(size), *batch_augs(cfg, size, cached=True), norm()],
+    )
+
+
+def set_size(dls, size: int) -> None:
+    """Progressive resizing: every size-bearing transform of every loader to `size`, and the
+    cached loader to the cache stored for that size. Under DDP the loaders are fastai's
+    DistributedDL wrappers, whose batches go through the inner loader's transforms."""
+    for dl in map(unwrap_dl, dls.loaders):
+        if getattr(dl, "stores", None) is not None:
+            dl.stores.select(size)
+        for pipe in (getattr(dl, "after_item", None), getattr(dl, "after_batch", None)):
+            for t in getattr(pipe, "fs", []):
+                if isinstance(t, ResizeBatch):
+                    t.size = size
+                elif isinstance(t, (AffineCoordTfm, Resize, RandomResizedCrop)) and t.size is not None:
+                    t.size = (size, size)
+
+
+def item_paths(dl) -> list[str]:
+    """The file of each of a loader's items, in order (DataBlock: the paths; cached: its rows' files)."""
+    stores = getattr(dl, "stores", None)
+    if stores is not None:
+        return [stores.paths[int(r)] for r in dl.items]
+    return [str(p) for p in dl.items]
+
+
+def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print, ds=None):
+    """(dataset, DataLoaders) for cfg.loader (`ds`: cfg.data already scanned); the cached loader
+    builds its cache on first use."""
+    from .cache import open_or_build_all, stored_size
+
+    ds = ds or dist.rank0_first(lambda: scan(cfg.data, progress=progress))
+    if cfg.loader == "datablock":
+        return ds, datablock_dls(ds, cfg, size, device)
+    sizes = [stored_size(s) for s in cfg.sizes()]
+    caches = dist.rank0_first(lambda: open_or_build_all(ds, sizes, progress=progress, log=log))
+    ds.skipped.extend(next(iter(caches.values())).skipped)
+    return ds, cached_dls(caches, cfg, size, device)

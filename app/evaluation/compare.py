@@ -1,0 +1,41 @@
+"""`python -m app compare`: several runs' settings and metrics in one table (and JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.errors import RunError
+from ..core.files import read_json, write_json
+from ..core.rundir import load_config
+from .report import _pct
+
+
+def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> list[dict]:
+    """One table of several runs' settings and metrics; with `json_path`, the rows as JSON too."""
+    from rich.table import Table
+
+    t = Table(title="runs", title_justify="left")
+    cols = ["run", "command", "preset", "weights", "epochs", "size", "lr", "bs", "loader", "wall s", "fit s",
+            "accuracy", "precision", "recall", "F1", "TTA acc"]
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="right" if i >= 4 and c != "loader" else "left")
+    out = []
+    for r in runs:
+        cfg, meta = load_config(r)
+        if not (Path(r) / "metrics.json").is_file():
+            raise RunError(f"{r} has no metrics.json (run `python -m app evaluate {r}` first)")
+        m = read_json(Path(r) / "metrics.json")
+        row = {"run": str(r), "device": meta.get("device"), "command": cfg.command, "preset": cfg.preset,
+               "weights": cfg.weights, "epochs": cfg.epochs, "size": cfg.size, "progressive": cfg.progressive,
+               "lr": cfg.lr, "bs": cfg.bs, "loader": cfg.loader, "wall_s": meta.get("wall_seconds"),
+               "fit_s": meta.get("fit_seconds"), **{k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
+               "tta_accuracy": m.get("tta", {}).get("accuracy")}
+        out.append(row)
+        t.add_row(str(r), cfg.command, cfg.preset, cfg.weights, str(cfg.epochs), str(cfg.size), f"{cfg.lr:g}",
+                  str(cfg.bs), cfg.loader, str(row["wall_s"] or ""), str(row["fit_s"] or ""), _pct(row["accuracy"]),
+                  _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
+                  _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else "")
+    console.print(t)
+    if json_path:
+        write_json(json_path, out if len(out) > 1 else out[0])
+    return out

@@ -1,0 +1,199 @@
+"""Interactive top-loss review in any terminal (fastai's ImageClassifierCleaner needs Jupyter).
+
+Step through the images with the highest loss: the image drawn in the terminal (Sixel or
+Kitty graphics where supported, coloured half-cells otherwise), actual and predicted class,
+probability, loss, top 3. Keys keep, relabel, mark for removal, go back, quit. Every decision
+is appended to RUN/decisions.csv at once (the last row per file wins), so a killed session
+loses nothing and the next one resumes at the first undecided image.
+
+What `--apply` and `--undo` then do to the dataset is data/edits.py's job.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.markup import escape
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, OptionList, Static
+
+from ..core.errors import NothingToDo
+from ..core.rundir import load_config
+from ..data.edits import DECISIONS, Decisions
+
+
+@dataclass
+class Entry:
+    path: str
+    actual: str
+    predicted: str
+    probability: float
+    loss: float
+    top3: str
+    split: str = "val"
+
+
+def load_entries(run: Path, include_train: bool = False) -> list[Entry]:
+    """Worst first: RUN/top_losses.csv (computed now if evaluate has not written it)."""
+    run = Path(run)
+    f = run / "top_losses.csv"
+    if not f.is_file():
+        from .evaluate import evaluate_run
+
+        evaluate_run(run)
+    entries = _read_losses(f, "val")
+    if include_train:
+        ft = run / "top_losses_train.csv"
+        if not ft.is_file():
+            _train_losses(run, ft)
+        entries += _read_losses(ft, "train")
+    return sorted(entries, key=lambda e: -e.loss)
+
+
+def _read_losses(f: Path, split: str) -> list[Entry]:
+    with open(f, newline="") as fh:
+        return [Entry(r["path"], r["actual"], r["predicted"], float(r["probability"]), float(r["loss"]), r["top3"], split)
+                for r in csv.DictReader(fh)]
+
+
+def _train_losses(run: Path, out: Path) -> None:
+    """One pass over the training images without augmentation (they are the labels most worth checking)."""
+    from ..model.learner import load_run
+    from .evaluate import Interp, write_top_losses
+
+    learn, cfg, ds = load_run(run, log=lambda *_: None)
+    # the training images through the validation loader's transforms (no augmentation, centre crop)
+    dl = learn.dls.valid.new(learn.dls.train.dataset, shuffle=False, drop_last=False)
+    write_top_losses(Interp.compute(learn, dl), out, ds)
+
+
+def run_tui(run: Path, include_train: bool = False, graphics: str = "auto") -> None:
+    run = Path(run)
+    load_config(run)
+    entries = load_entries(run, include_train)
+    missing = [e for e in entries if not Path(e.path).exists()]
+    entries = [e for e in entries if Path(e.path).exists()]
+    if not entries:
+        raise NothingToDo(f"nothing to review in {run} ({len(missing)} listed files no longer exist)")
+    app = make_app(run, entries, graphics=graphics)
+    app.run()
+    if missing:
+        print(f"skipped {len(missing)} file(s) listed in top_losses.csv that no longer exist")
+    d = Decisions(run / DECISIONS)
+    print(f"{len(d.latest)} decision(s) in {run / DECISIONS}; apply them with: python -m app review {run} --apply")
+
+
+def _image_widget(graphics: str):
+    import textual_image.widget as tw
+
+    return {"kitty": tw.TGPImage, "sixel": tw.SixelImage, "halfcell": tw.HalfcellImage,
+            "unicode": tw.UnicodeImage}.get(graphics, tw.Image)
+
+
+def make_app(run: Path, entries: list[Entry], graphics: str = "auto") -> ReviewApp:
+    """The Textual app over `entries` (tests drive it with Textual's pilot)."""
+    _, meta = load_config(run)
+    return ReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
+
+
+class ReviewApp(App):
+    """Keys keep, relabel, remove, go back, skip, quit; each decision appended to decisions.csv at once."""
+
+    CSS = """
+    #body { height: 1fr; }
+    #picture { width: 1fr; height: 100%; content-align: center middle; }
+    #info { width: 46; padding: 0 1; border-left: solid $accent; }
+    #classes { display: none; height: auto; max-height: 14; }
+    #classes.open { display: block; }
+    """
+    BINDINGS = [
+        Binding("k", "keep", "keep"), Binding("r", "relabel", "relabel"),
+        Binding("x", "remove", "remove"), Binding("delete", "remove", "remove", show=False),
+        Binding("b", "back", "back"), Binding("left", "back", "back", show=False),
+        Binding("n", "next", "skip"), Binding("right", "next", "skip", show=False),
+        Binding("q", "quit", "quit"), Binding("escape", "cancel", "cancel", show=False),
+    ]
+
+    def __init__(self, run: Path, entries: list[Entry], classes: list[str], image_widget):
+        super().__init__()
+        self.title = f"review {run.name}"
+        self.entries, self.vocab, self.image_widget = entries, classes, image_widget
+        self.decisions = Decisions(run / DECISIONS)
+        undecided = [i for i, e in enumerate(entries) if self.decisions.get(e.path) is None]
+        self.pos = undecided[0] if undecided else 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield self.image_widget(id="picture")
+            with Vertical(id="info"):
+                yield Static(id="details")
+                yield OptionList(*[f"{i}  {c}" for i, c in enumerate(self.vocab)], id="classes")
+        yield Footer()
+
+    def on_mount(self):
+        self.show()
+
+    @property
+    def entry(self) -> Entry:
+        return self.entries[self.pos]
+
+    def show(self):
+        from ..data.images import BadImage, open_rgb
+
+        try:
+            self.query_one("#picture").image = open_rgb(self.entry.path, min_size=256)
+        except BadImage:
+            self.query_one("#picture").image = None
+        self.query_one("#details", Static).update(self.details())
+
+    def details(self) -> str:
+        e, d = self.entry, self.decisions.get(self.entry.path)
+        state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
+        top = "\n".join(f"  {c} {float(p):.3f}" for c, p in (t.split(":") for t in e.top3.split(";") if ":" in t))
+        done = sum(1 for x in self.entries if self.decisions.get(x.path))
+        return (f"[b]{self.pos + 1} / {len(self.entries)}[/]  ({done} decided)\n\n"
+                f"[dim]{e.split}[/] {escape(Path(e.path).name)}\n[dim]{escape(str(Path(e.path).parent))}[/]\n\n"
+                f"actual:     [b]{escape(e.actual)}[/]\npredicted:  [b]{escape(e.predicted)}[/]\n"
+                f"probability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{escape(top)}\n\n"
+                f"decision:   [b]{escape(state)}[/]\n\n[dim]k keep · r relabel · x remove · b back · n skip · q quit[/]")
+
+    def advance(self):
+        if self.pos < len(self.entries) - 1:
+            self.pos += 1
+        self.show()
+
+    def decide(self, kind, new_class=""):
+        self.decisions.record(self.entry, kind, new_class)
+        self.advance()
+
+    def action_keep(self):
+        self.decide("keep")
+
+    def action_remove(self):
+        self.decide("remove")
+
+    def action_relabel(self):
+        ol = self.query_one("#classes", OptionList)
+        ol.add_class("open")
+        ol.focus()
+
+    def action_cancel(self):
+        self.query_one("#classes", OptionList).remove_class("open")
+
+    def on_option_list_option_selected(self, event):
+        self.action_cancel()
+        new = self.vocab[event.option_index]
+        self.decide("keep") if new == self.entry.actual else self.decide("relabel", new)
+
+    def action_back(self):
+        if self.pos > 0:
+            self.pos -= 1
+        self.show()
+
+    def action_next(self):
+        self.advance()

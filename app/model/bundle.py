@@ -1,0 +1,66 @@
+"""The pickle-free model bundle's format: model.json read and checked, and the one preprocessing
+function (decoded square uint8 images -> normalised NCHW float32) that both `predict` and the
+export's ONNX check run. Imports neither torch nor fastai."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import ModelError, first_line
+
+
+def onnx_session(onnx_file: Path, available=("CPUExecutionProvider",)):
+    """onnxruntime on the GPU when its CUDA provider is installed, else the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(onnx_file), opts, providers=providers)
+    except Exception as e:
+        raise ModelError(f"cannot load {onnx_file}: {first_line(e)}") from None
+
+
+FORMAT = "alexnet-cli-bundle"
+
+
+VERSION = 1
+
+
+BUNDLE_FORMAT = f"{FORMAT}/{VERSION}"
+
+
+def read_meta(bundle: Path, need: tuple[str, ...] = ("model.onnx",)) -> dict:
+    """model.json of a bundle this app can read (and the files `need` names beside it); one line
+    naming the problem otherwise. The one place a bundle's format is read and checked."""
+    meta_file = Path(bundle) / "model.json"
+    if not meta_file.is_file() or not all((Path(bundle) / f).is_file() for f in need):
+        raise ModelError(f"{bundle} is not a model bundle (needs model.json and {' and '.join(need)})")
+    try:
+        meta = json.loads(meta_file.read_text())
+        name, _, version = str(meta.get("format", "")).partition("/")
+        version = int(version)
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{meta_file} is not a valid bundle description ({e})") from None
+    if name != FORMAT:
+        raise ModelError(f"{meta_file}: format {meta.get('format')!r} is not an {FORMAT} bundle")
+    if version > VERSION:
+        raise ModelError(f"{bundle} is a {FORMAT}/{version} bundle, newer than this app reads ({BUNDLE_FORMAT}): "
+                         "update alexnet-cli")
+    return meta
+
+
+def to_input(arrays: list[np.ndarray], mean, std) -> np.ndarray:
+    """(size, size, 3) uint8 images -> (N, 3, size, size) float32, scaled to 0..1 and normalised."""
+    x = np.stack(arrays).astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)

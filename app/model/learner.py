@@ -1,0 +1,111 @@
+"""Building a fastai Learner, the one way every command does it: DataLoaders for a config (the
+cached loader or the stock DataBlock), the model with its weights and the training callbacks
+the config asks for, and `load_run`, which turns a finished run back into a Learner for
+evaluate, export and review."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from fastcore.basics import noop
+
+from ..core import ranks as dist
+from ..core.config import TrainConfig
+from ..core.device import bf16_ok, pick_device
+from ..core.errors import DataError
+from ..core.paths import show_progress
+from ..core.rundir import checkpoint_path, load_config
+from ..data.loaders import make_dls
+from .callbacks import GradientClipWhenOver, ModelInputs
+from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights
+
+
+def make_loss(label_smoothing: float):
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+
+    if label_smoothing > 0:
+        return LabelSmoothingCrossEntropyFlat(eps=label_smoothing)
+    return CrossEntropyLossFlat()
+
+
+def build_learner(dls, weights: Weights | str = "none", label_smoothing: float = 0.0, wd=None, path=".",
+                  cbs=None, metrics=None, log=print, head_dropout: float = 0.5, body_layers: int = 0):
+    """vision_learner(dls, alexnet) with the resolved weights; never silently random. A pretrained
+    body starts frozen, as fastai's pretrained=True does; `body_layers` > 0 keeps only its first
+    convolutions."""
+    import fastai.callback.all  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find, to_fp16)
+    from fastai.metrics import F1Score, accuracy
+    from fastai.vision.learner import vision_learner
+    from torchvision.models import alexnet
+
+    w = weights if isinstance(weights, Weights) else resolve_weights(weights)
+    learn = vision_learner(
+        dls, alexnet, pretrained=False, loss_func=make_loss(label_smoothing),
+        metrics=metrics or [accuracy, F1Score(average="macro")], path=path, model_dir="models", cbs=cbs, wd=wd,
+        ps=head_dropout,
+    )
+    if w.kind == "none":
+        log("weights: random init")
+        return learn
+    if w.kind == "bundle":
+        log(f"weights: bundle {w.path} ({load_bundle(learn.model, w.path, list(dls.vocab))})")
+    else:
+        n = load_torchvision_body(learn.model, w.path)
+        log(f"weights: {'ImageNet ' if w.kind == 'imagenet' else ''}{w.path} ({n} body tensors)")
+    if body_layers and (reset := keep_body_layers(learn.model, body_layers)):
+        log(f"body: the first {body_layers} convolution(s) kept, the other {reset} re-initialised (--body-layers)")
+    learn.freeze()
+    return learn
+
+
+def quiet(learn):
+    """No fastprogress bars (a library call, or output that is not a terminal)."""
+    from fastai.callback.progress import ProgressCallback
+
+    learn.remove_cb(ProgressCallback)
+    return learn
+
+
+def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: Weights | None = None, cbs=()):
+    """The Learner a command trains or scores: model and weights, loss, metrics, and the callbacks
+    and precision the config asks for. Progress bars only on rank 0 of an interactive run."""
+    weights = weights or resolve_weights(cfg.weights)
+    learn = build_learner(dls, weights, cfg.label_smoothing, wd=cfg.wd, path=run or ".", cbs=list(cbs), log=log,
+                          head_dropout=cfg.head_dropout, body_layers=cfg.body_layers)
+    if not show_progress() or not dist.is_rank0():
+        quiet(learn)
+        learn.logger = noop  # fastai prints each epoch's row; ours are logged by HistoryCSV
+    learn.add_cb(ModelInputs(cfg.channels_last))
+    if cfg.mixup > 0:
+        from fastai.callback.mixup import MixUp
+
+        learn.add_cb(MixUp(cfg.mixup))
+    if cfg.clip > 0:
+        learn.add_cb(GradientClipWhenOver(cfg.clip))
+    if device.type == "cuda":
+        learn.to_bf16() if bf16_ok(device) else learn.to_fp16()
+    if cfg.compile:
+        learn.model.compile()  # in place: indexing (fastai's splitter), state-dict keys and hooks unchanged
+    return learn
+
+
+def load_run(run: str | Path, which: str = "last", loader: str | None = None, size: int | None = None,
+             device=None, data: str | None = None, log=print):
+    """(learn, cfg, ds) for a finished run: same data, classes, loader and size; weights loaded."""
+    run = Path(run)
+    cfg, meta = load_config(run)
+    ckpt = checkpoint_path(run, which)
+    data = data or cfg.data
+    if not Path(data).is_dir():
+        raise DataError(f"the run's data folder is gone: {data} (moved? pass --data NEW_PATH)")
+    cfg = cfg.replace(data=data, loader=loader or cfg.loader, size=size or cfg.size, compile=False)
+    device = pick_device(device or cfg.device, log=log)
+    ds, dls = make_dls(cfg, cfg.size, device, log=log)
+    if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
+        raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
+    learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    learn.model.load_state_dict(state["model"])
+    learn.cur_size = cfg.size
+    return learn, cfg, ds

@@ -1,0 +1,220 @@
+"""Export: the fastai learner pickle users know (learn.export), and beside it a bundle that
+needs no pickle: model.safetensors (weights), model.json (everything needed to rebuild and
+use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch on
+real validation images, through the same preprocessing `predict` runs).
+
+The pickle is a stock fastai Learner: only fastai, torch and standard-library objects, so
+`load_learner` works in any notebook with fastai installed, not only inside this project.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import RunError
+from ..core.files import read_json
+from ..core.paths import models_root
+from ..core.ranks import unwrap_model
+from ..core.rundir import load_config
+from ..model.bundle import BUNDLE_FORMAT, to_input
+
+ONNX_OPSET = 17
+
+
+def _targets(run: Path, to: Path | None) -> tuple[Path, Path]:
+    pkl = Path(to) if to else models_root() / f"{Path(run).resolve().name}.pkl"
+    if pkl.suffix != ".pkl":
+        pkl = pkl.with_suffix(".pkl")
+    bundle = pkl.with_suffix("")
+    for p in (pkl, bundle):
+        if p.exists():
+            raise RunError(f"{p} already exists; nothing was overwritten (pass --to another path)")
+    return pkl, bundle
+
+
+def plain_model(learn):
+    """The trained module alone: unwrapped (DDP), uncompiled, fp32, contiguous, on the CPU."""
+    model = unwrap_model(learn.model)
+    model.__dict__.pop("_compiled_call_impl", None)  # nn.Module.compile() in place: the pickle holds none of it
+    return model.float().cpu().to(memory_format=torch.contiguous_format).eval()
+
+
+def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print) -> tuple[Path, Path]:
+    """Both artefacts for a trained `learn` from `run`; neither overwrites anything."""
+    from ..data.scan import scan
+
+    run = Path(run)
+    pkl, bundle = _targets(run, to)
+    cfg, meta = load_config(run)
+    ds = ds or scan(cfg.data)
+    model = plain_model(learn)
+    pkl.parent.mkdir(parents=True, exist_ok=True)
+    export_pickle(model, cfg, ds, list(learn.dls.vocab), pkl)
+    log(f"learner pickle: {pkl}  (load_learner runs code from it: share the bundle instead)")
+    write_bundle(model, run, cfg, meta, bundle, ds)
+    log(f"bundle: {bundle}  (model.safetensors, model.json, model.onnx)")
+    return pkl, bundle
+
+
+def stock_dls(ds, cfg, vocab: list[str]):
+    """DataLoaders made of fastai's own pieces (PILImage, ItemGetter, Categorize, Resize,
+    aug_transforms, Normalize with ImageNet statistics): same vocab, size and normalisation as
+    training, and nothing of this package, so the pickle loads wherever fastai does."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import RandomSplitter
+    from fastai.vision.augment import Resize
+    from fastai.vision.data import ImageBlock
+
+    from ..data.loaders import batch_augs, norm
+
+    picks = [next(i for i in ds.items if i.split == s) for s in ("train", "val")]
+    block = DataBlock.from_columns(
+        blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
+        item_tfms=Resize(cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
+    )
+    items = ([str(i.path) for i in picks], [vocab[i.label] for i in picks])
+    return block.dataloaders(items, path=ds.root, bs=2, num_workers=0)
+
+
+def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
+    """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
+    would still name a module of this package."""
+    from ..model.learner import build_learner
+    from ..model.weights import Weights
+
+    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), cfg.label_smoothing, log=lambda *_: None,
+                          head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
+    learn.model.load_state_dict(model.state_dict())
+    learn.unfreeze()
+    learn.export(pkl.resolve())
+    foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
+    if foreign:
+        pkl.unlink()
+        raise RunError(f"the learner pickle would need this package to load ({', '.join(foreign)}); not written")
+
+
+def pickle_modules(pkl: Path) -> set[str]:
+    """Every module a fastai learner pickle imports when loaded (its GLOBAL/STACK_GLOBAL opcodes)."""
+    with zipfile.ZipFile(pkl) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    mods, strings = set(), []
+    for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+        if op.name == "GLOBAL":
+            mods.add(arg.split(" ")[0])
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            mods.add(strings[-2])
+        if isinstance(arg, str):
+            strings.append(arg)
+    return mods
+
+
+def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
+    from safetensors.torch import save_file
+
+    from ..data.loaders import norm
+
+    tmp = bundle.with_name(bundle.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=False)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    classes = meta.get("classes") or []
+    n = norm()
+    mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
+    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg.size, mean, std))
+    info = {
+        "format": BUNDLE_FORMAT,
+        "architecture": _architecture(model, len(classes), len(state)),
+        "classes": classes,
+        "synsets": meta.get("synsets") or classes,
+        "input": {"size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
+                  "resize": "centre crop to square, bilinear resize (fastai Resize)", "scale": 1 / 255},
+        "normalize": {"mean": mean, "std": std},
+        "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
+                 "dynamic_batch": True, "max_abs_diff_vs_torch": diff},
+        "metrics": _metrics(run),
+        "weights": meta.get("weights_used", cfg.weights),
+        "data_fingerprint": meta.get("data_fingerprint"),
+        "data": cfg.data,
+        "train_config": cfg.to_dict(),
+        "run": str(Path(run).resolve()),
+        "versions": {**meta.get("versions", {}), **_lib_versions()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (tmp / "model.json").write_text(json.dumps(info, indent=2))
+    tmp.rename(bundle)
+    return bundle
+
+
+def _architecture(model, n_classes: int, n_keys: int) -> dict:
+    return {
+        "name": "alexnet",
+        "body": "torchvision.models.alexnet().features",
+        "head": "fastai.vision.learner.create_head(512, n_classes) (AdaptiveConcatPool2d, BN, dropout, linear)",
+        "n_classes": n_classes,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "state_dict_keys": n_keys,
+    }
+
+
+def _metrics(run: Path) -> dict:
+    m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    return {k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n", "tta") if k in m}
+
+
+def _lib_versions() -> dict:
+    import onnx
+    import onnxruntime
+    import safetensors
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
+
+
+def _sample_inputs(ds, size: int, mean, std, n: int = 16) -> np.ndarray:
+    """Real validation images, loaded and preprocessed exactly as `predict` does."""
+    from ..data.images import BadImage, load_square
+
+    val = [i for i in ds.items if i.split == "val"]
+    arrs = []
+    for it in val[:: max(1, len(val) // n)]:
+        try:
+            arrs.append(load_square(it.path, size))
+        except BadImage:
+            continue
+        if len(arrs) == n:
+            break
+    if not arrs:
+        raise RunError(f"no readable validation image in {ds.root} to check the ONNX export on")
+    return to_input(arrs, mean, std)
+
+
+def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
+    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`."""
+    import onnx
+
+    from ..model.bundle import onnx_session
+
+    dummy = torch.zeros(2, 3, size, size)
+    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(str(path)))
+    got = onnx_session(path).run(["logits"], {"input": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    return float(np.abs(got - want).max())
+
+
+def export_run(run: Path, to: Path | None = None, which: str = "last", log=print) -> tuple[Path, Path]:
+    """`python -m app export RUN`."""
+    from ..model.learner import load_run
+
+    learn, cfg, ds = load_run(run, which=which, log=lambda *_: None)
+    return export_learner(learn, Path(run), to, ds=ds, log=log)

@@ -1,0 +1,50 @@
+"""The end of a training run, in one place: files that went bad during training added to the
+skip list, then evaluation with every figure, the report and the export the command asked for,
+and the whole command's wall time in config.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.host import process_seconds
+from ..core.rundir import update_config
+from ..data.skipped import print_skipped, write_skipped
+
+
+def finish_run(learn, s, finish) -> None:
+    """Evaluate, report and export a trained Learner with what training already has (settings,
+    scanned dataset): nothing is read back or scanned again."""
+    from ..data.loaders import take_skipped_at_load
+
+    late = take_skipped_at_load()
+    if late:
+        s.ds.skipped.extend(late)
+        write_skipped(s.ds.skipped, s.run / "skipped.csv")
+        s.log(f"{len(late)} file(s) could not be read during training (changed after the scan)")
+    if finish.evaluate:
+        from ..evaluation.evaluate import evaluate_learner
+        from ..evaluation.report import write_report
+
+        evaluate_learner(learn, s.run, s.cfg, tta=finish.tta, log=s.log, ds=s.ds, figures=finish.figures)
+        if finish.figures:
+            s.log(f"report: {write_report(s.run)}")
+    if finish.export:
+        from ..shipping.export import export_learner
+
+        export_learner(learn, s.run, None, ds=s.ds, log=s.log)
+    wall = process_seconds()
+    update_config(s.run, wall_seconds=round(wall, 1))
+    if s.plan is not None:
+        s.log(f"time: planned {s.plan.predicted_s / 60:.1f} min of the {s.plan.budget_s / 60:g} min budget, "
+              f"took {wall / 60:.1f} min")
+    print_skipped(s.ds.skipped, s.log)
+
+
+@dataclass
+class Finish:
+    """What happens once training ends : evaluation, figures and report; TTA; export."""
+
+    evaluate: bool = True
+    tta: bool = False
+    export: bool = False
+    figures: bool = True  # with the figures and the report (benches score many runs without them)

@@ -1,0 +1,261 @@
+"""Training behaviour as fastai callbacks: history, per-batch log, checkpoints, resizing.
+
+Epochs are numbered globally across fine-tune's two phases (`offset`), so history rows,
+checkpoints and resizing agree on one count. Epochs that a resumed fit skips (fastai's
+SkipToEpoch raises CancelEpochException, yet after_epoch still fires) are ignored here.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from fastai.callback.core import Callback, CancelValidException
+from fastai.callback.progress import CSVLogger
+
+from ..core.ranks import is_rank0, unwrap_model, world_size
+from ..data.loaders import set_size
+from .epochs import size_at, total_epochs, validates
+from .state import atomic_save, loadable, rng_state
+
+
+class EpochAware(Callback):
+    """Knows the global epoch and whether fastai is only skipping this one."""
+
+    def __init__(self, offset: int = 0):
+        self.offset = offset
+
+    @property
+    def global_epoch(self) -> int:
+        return self.offset + self.epoch
+
+    def before_epoch(self):
+        self.skipped = False
+
+    def after_cancel_epoch(self):
+        self.skipped = True
+
+
+class HistoryCSV(CSVLogger, EpochAware):
+    """fastai's CSVLogger, one row per global epoch (with phase and size), across phases and resumes."""
+
+    def __init__(self, fname: Path, offset: int = 0, phase: str = "one-cycle", log=None):
+        CSVLogger.__init__(self, fname=fname, append=True)
+        EpochAware.__init__(self, offset)
+        self.phase, self.log_fn, self.skipped = phase, log, False
+
+    def before_fit(self):
+        self.rank0 = is_rank0()
+        if not self.rank0:
+            return
+        new = not self.fname.exists() or self.fname.stat().st_size == 0
+        self.file = self.fname.open("a")
+        if new:
+            self.file.write(",".join(list(self.recorder.metric_names) + ["phase", "size"]) + "\n")
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+
+    def _write_line(self, log):
+        if self.skipped:
+            return  # a resumed fit passing over an epoch done before
+        row = [self.global_epoch] + list(log[1:]) + [self.phase, getattr(self.learn, "cur_size", "")]
+        self.file.write(",".join("" if _nan(t) else str(t) for t in row) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        if self.log_fn:
+            vals = " ".join(f"{n} {_fmt(v)}" for n, v in zip(self.recorder.metric_names[1:], log[1:]))
+            self.log_fn(f"epoch {self.global_epoch}: {vals} ({self.phase}, {row[-1]}px)")
+        self.old_logger([self.global_epoch] + list(log[1:]))
+
+    def after_fit(self):
+        if self.rank0:
+            CSVLogger.after_fit(self)
+
+
+class BatchLog(EpochAware):
+    """Per-batch training loss (raw and smoothed) and learning rates, for the learning curve: `lr`
+    is the head's (the last parameter group), lr_group0..N every group's (discriminative lrs)."""
+
+    order = 55  # after Recorder has updated smooth_loss
+
+    def __init__(self, fname: Path, offset: int = 0):
+        super().__init__(offset)
+        self.fname = Path(fname)
+
+    def before_fit(self):
+        self.rows, self.rank0 = [], is_rank0()
+        self.seen = getattr(self.learn, "samples_seen", 0)
+
+    def after_batch(self):
+        if not self.training or not self.rank0:
+            return
+        self.seen += len(self.yb[0]) * world_size()
+        lrs = [h["lr"] for h in self.opt.hypers]
+        self.rows.append((self.global_epoch, self.iter, self.seen, self.loss.item(), float(self.smooth_loss.item()),
+                          lrs[-1], *lrs))
+
+    def after_epoch(self):
+        self.learn.samples_seen = self.seen
+        if self.skipped or not self.rank0 or not self.rows:
+            return
+        new = not self.fname.exists()
+        with self.fname.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                groups = [f"lr_group{i}" for i in range(len(self.rows[0]) - 6)]
+                w.writerow(["epoch", "iter", "samples", "loss", "smooth_loss", "lr", *groups])
+            w.writerows(self.rows)
+        self.rows = []
+
+
+def _fmt(v) -> str:
+    if _nan(v):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+class ValidEvery(EpochAware):
+    """Validate only the epochs schedule.validates() names (every `valid_every`, each image size's
+    last epoch, the last epoch); skipped epochs get empty validation columns (fastai's
+    CancelValidException, so the Recorder logs no stale numbers). On a 2-core CPU a full
+    validation pass is ~11 % of a run."""
+
+    order = -10  # before the Recorder (50) resets its validation metrics
+
+    def __init__(self, cfg, offset: int = 0):
+        super().__init__(offset)
+        self.cfg, self.total = cfg, total_epochs(cfg)
+
+    def wanted(self, global_epoch: int) -> bool:
+        return validates(self.cfg, global_epoch, self.total)
+
+    def before_validate(self):
+        self.cancelled = False
+        if not self.wanted(self.global_epoch):
+            raise CancelValidException()
+
+    def after_cancel_validate(self):
+        self.cancelled = True
+
+    def after_validate(self):
+        if getattr(self, "cancelled", False):  # keep the columns aligned with metric_names
+            rec = self.recorder
+            rec.log += [float("nan")] * (len(rec.metric_names) - len(rec.log) - 1)
+
+
+class Checkpoint(EpochAware):
+    """Every epoch: last.pth (model, optimizer, epoch, RNG), and best.pth when `monitor` improves.
+
+    fastai's SaveModelCallback(every_epoch, with_opt) saves in place; this one writes atomically
+    and carries what an exact resume needs.
+    """
+
+    order = 61  # after Recorder (50) and the history logger (60)
+
+    def __init__(self, models_dir: Path, offset: int = 0, phase: str = "one-cycle", monitor="accuracy",
+                 best: float | None = None):
+        super().__init__(offset)
+        self.dir, self.phase, self.monitor = Path(models_dir), phase, monitor
+        self.best = best
+
+    def after_epoch(self):
+        if self.skipped or not is_rank0():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        names = list(self.recorder.metric_names[1:])
+        rec = dict(zip(names, self.recorder.final_record))
+        state = {k: v.detach().cpu() for k, v in unwrap_model(self.learn.model).state_dict().items()}
+        value = rec.get(self.monitor)
+        value = None if value is None or _nan(float(value)) else float(value)
+        ckpt = {
+            "model": state, "opt": loadable(self.learn.opt.state_dict()), "epoch": self.global_epoch,
+            "phase": self.phase, "rng": rng_state(self.dls, self.dls.device), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
+            "samples_seen": getattr(self.learn, "samples_seen", 0), "best": self.best,
+            "smooth_loss": {"val": float(self.recorder.smooth_loss.val), "count": int(self.recorder.smooth_loss.count)},
+            "time": time.time(),
+        }
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+            ckpt["best"] = value
+            atomic_save({"model": state, "epoch": self.global_epoch, self.monitor: value}, self.dir / "best.pth")
+        atomic_save(ckpt, self.dir / "last.pth")
+
+
+class RestoreSmoothLoss(Callback):
+    """A resumed phase carries on the Recorder's smoothed loss instead of restarting it, so the
+    history's train_loss matches the uninterrupted run (fastai resets it in Recorder.before_fit)."""
+
+    order = 51  # after Recorder.before_fit
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def before_fit(self):
+        sl = self.recorder.smooth_loss
+        sl.val, sl.count = torch.tensor(self.state["val"]), self.state["count"]
+
+
+def _num(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class FinalPreds(Callback):
+    """Keeps the last epoch's validation predictions, so the evaluation after training reuses
+    them instead of another full pass (what fastai's get_preds would compute: probabilities,
+    targets, unreduced losses, in loader order)."""
+
+    order = 70
+
+    def before_validate(self):
+        self.keep = self.epoch == self.n_epoch - 1
+        self.probs, self.targs, self.losses = [], [], []
+
+    def after_batch(self):
+        if self.training or not getattr(self, "keep", False) or not len(self.yb):
+            return
+        with self.learn.loss_not_reduced():
+            loss = self.learn.loss_func(self.learn.pred, *self.yb)
+        act = getattr(self.learn.loss_func, "activation", lambda x: x)
+        self.probs.append(act(self.learn.pred).detach().float().cpu())
+        self.targs.append(self.yb[0].detach().cpu().as_subclass(torch.Tensor))
+        self.losses.append(loss.detach().float().cpu())
+
+    def after_validate(self):
+        if getattr(self, "keep", False) and self.probs:
+            # not `learn.final_preds`: fastai keeps each callback under its snake_case name and deletes
+            # that attribute when the callback is removed at the end of fit
+            self.learn.last_valid_preds = (torch.cat(self.probs), torch.cat(self.targs), torch.cat(self.losses))
+
+
+class ProgressiveResize(EpochAware):
+    """fastai's progressive resizing inside one one-cycle schedule: `schedule` is
+    [(first epoch, size), ...] (TrainConfig.schedule), applied before each epoch."""
+
+    order = -20
+
+    def __init__(self, schedule: list[tuple[int, int]], offset: int = 0, log=None):
+        super().__init__(offset)
+        self.sched, self.log_fn = sorted(schedule), log
+
+    def size_at(self, epoch: int) -> int:
+        return size_at(self.sched, epoch)
+
+    def before_epoch(self):
+        super().before_epoch()
+        s = self.size_at(self.global_epoch)
+        if getattr(self.learn, "cur_size", None) != s:
+            set_size(self.dls, s)
+            if self.log_fn and getattr(self.learn, "cur_size", None) is not None:
+                self.log_fn(f"progressive resizing: {self.learn.cur_size}px -> {s}px at epoch {self.global_epoch}")
+            self.learn.cur_size = s

@@ -1,0 +1,225 @@
+"""Training: fit-one-cycle, fine-tune and the main job, on fastai's Learner, into a run directory.
+
+Phases are fastai's own calls: fit_one_cycle for a whole model; fine_tune's two phases (freeze,
+fit_one_cycle; unfreeze, fit_one_cycle with discriminative lrs), run phase by phase with
+fit_one_cycle(start_epoch=...) so a killed run resumes at its last finished epoch with the same
+schedule. The per-epoch files (history, batches, checkpoints) are written by callbacks; config.json,
+the log and the end-of-run files by this module and after_fit.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..core import ranks as dist
+from ..core.config import TrainConfig
+from ..core.errors import Interrupted, UsageError
+from ..core.host import rss_mb
+from ..core.paths import show_progress
+from ..core.rundir import update_config
+from ..model.learner import build
+from ..model.weights import Weights, resolve_weights
+from .after_fit import Finish
+from .callbacks import BatchLog, Checkpoint, FinalPreds, HistoryCSV, ProgressiveResize, RestoreSmoothLoss, ValidEvery
+from .context import RunContext, open_run
+from .distributed import distributed
+from .epochs import phases, total_epochs
+from .presets import resolve
+from .state import load_opt_state, set_rng_state
+
+
+def run_command(command: str, preset: str = "auto", weights: str | None = None, out=None, resume=None,
+                finish: Finish | None = None, console=None, progress=None, **flags) -> Path:
+    """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained."""
+    from .lr_find import lr_from_run
+
+    if resume:
+        if out:
+            raise UsageError("--resume continues an existing run; it cannot take --out")
+        return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
+    from ..core.device import cuda_available
+
+    w = resolve_weights(weights, progress=show_progress())
+    cfg = resolve(command, preset, w.spec, cuda_available(), **flags)
+    if weights == "auto" and w.kind == "none" and console:
+        console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
+                      "pass --weights PATH to fine-tune", markup=False)
+    ds = None
+    if command == "train" and flags.get("size") is None:
+        cfg, ds = _fit_size(cfg, console, progress)
+    if cfg.lr_from:
+        cfg = cfg.replace(lr=lr_from_run(cfg.lr_from))
+    if console:
+        from rich.markup import escape
+
+        console.print(f"[bold]{cfg.command}[/] " + escape(
+            f"preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
+            f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
+            f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
+    return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress,
+                 ds=ds)
+
+
+def _fit_size(cfg: TrainConfig, console, progress):
+    """The main job on images smaller than its recipe's size trains at their size (one line says so);
+    returns the settings and the scanned dataset, which the session then reuses."""
+    from ..data.download import resolve_data
+    from ..data.scan import scan
+    from .presets import fit_size_to_images
+
+    data = resolve_data(cfg.data)
+    ds = scan(data, progress=progress)
+    side = ds.median_side()
+    fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
+    if fitted.size != cfg.size and console:
+        console.print(f"images are {side} px (median shorter side): training at {fitted.size} px, not {cfg.size}",
+                      markup=False)
+    return fitted, ds
+
+
+def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,
+          finish: Finish | None = None, console=None, progress=None, ds=None) -> Path:
+    """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned)."""
+    info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
+    s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, **info)
+    ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
+    if resume:
+        s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
+        _truncate_logs(s.run, start_epoch)
+    elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
+        shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
+    learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights)
+    if s.cfg.min_freeze_steps and not resume:
+        s.cfg = _size_frozen_phase(s)
+    if s.cfg.time and not resume:
+        s.cfg = _plan_budget(learn, s)
+    if ckpt is not None:
+        learn.model.load_state_dict(ckpt["model"])
+        learn.samples_seen = ckpt.get("samples_seen", 0)
+    fit_s = _fit(learn, s, start_epoch, ckpt)
+    _finish(learn, s, fit_s, finish)
+    dist.barrier()
+    return s.run
+
+
+def _size_frozen_phase(s: RunContext) -> TrainConfig:
+    """fine-tune on a small dataset: enough frozen epochs for `min_freeze_steps` optimizer steps,
+    so the new head really trains before the body thaws (one epoch of a big dataset already does)."""
+    steps = max(1, len(s.dls.train))
+    need = -(-s.cfg.min_freeze_steps // steps)
+    if s.cfg.command != "fine-tune" or need <= s.cfg.freeze_epochs:
+        return s.cfg
+    s.log(f"frozen phase: {need} epochs of {steps} steps (at least {s.cfg.min_freeze_steps} steps), "
+          f"not {s.cfg.freeze_epochs}")
+    cfg = s.cfg.replace(freeze_epochs=need)
+    if dist.is_rank0():
+        update_config(s.run, config=cfg.to_dict())
+    return cfg
+
+
+def _plan_budget(learn, s: RunContext) -> TrainConfig:
+    """--time: this machine measured, the epochs planned (on rank 0, shared with the others) and
+    written into config.json, so a resumed run keeps the plan."""
+    from ..core.host import process_seconds
+    from .budget import measure, plan
+
+    p = None
+    if dist.is_rank0():
+        speeds = measure(learn, s.cfg, s.device, s.run / "models")
+        n_train = len(s.ds.split("train")) // dist.world_size()
+        try:
+            p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds())
+        except UsageError as e:
+            update_config(s.run, status="refused: the time budget holds no useful run")
+            p = e
+    p = dist.broadcast(p)
+    if isinstance(p, UsageError):
+        raise p
+    cfg = s.cfg.replace(epochs=p.epochs)
+    if dist.is_rank0():
+        update_config(s.run, config=cfg.to_dict(), plan=p.to_dict())
+    s.log(p.summary)
+    s.plan = p
+    return cfg
+
+
+def _checkpoint(run: Path) -> tuple[dict | None, int]:
+    last = run / "models" / "last.pth"
+    if not last.is_file():
+        return None, 0
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    return ckpt, ckpt["epoch"] + 1
+
+
+def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
+    """Every phase from `start_epoch`; Ctrl-C ends with the resume command (exit 130)."""
+    t0 = time.time()
+    try:
+        for ph in phases(s.cfg):
+            if start_epoch >= ph["offset"] + ph["epochs"] or ph["epochs"] == 0:
+                continue
+            _fit_phase(learn, s, ph, start_epoch, ckpt)
+            ckpt = None  # optimizer state belongs to the phase that saved it
+    except KeyboardInterrupt:
+        if dist.is_rank0():
+            update_config(s.run, status="interrupted")
+        raise Interrupted(f"interrupted; the last finished epoch is saved. Resume with: "
+                          f"python -m app {s.cfg.command} --resume {s.run}") from None
+    return time.time() - t0
+
+
+def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
+    cfg, off, run = s.cfg, ph["offset"], s.run
+    cbs = [
+        ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
+        HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress())),
+        BatchLog(run / "batches.csv", off),
+        Checkpoint(run / "models", off, ph["name"], best=(ckpt or {}).get("best")),
+    ]
+    if cfg.valid_every > 1:
+        cbs.append(ValidEvery(cfg, off))
+    if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
+        cbs.append(FinalPreds())
+    learn.freeze() if ph["freeze"] else learn.unfreeze()
+    skip = max(0, start_epoch - off)
+    if ckpt is not None:  # fastai keeps one optimizer across fine_tune's phases; so do we
+        learn.model.to(s.device)  # before the optimizer: its state must sit beside the parameters
+        learn.create_opt()
+        load_opt_state(learn.opt, ckpt["opt"])
+        set_rng_state(ckpt["rng"], learn.dls, s.device)
+        if skip > 0 and "smooth_loss" in ckpt:  # mid-phase; a new phase starts afresh, as fastai does
+            cbs.append(RestoreSmoothLoss(ckpt["smooth_loss"]))
+    kw = {k: ph[k] for k in ("pct_start", "div") if k in ph}
+    s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
+    with distributed(learn, learn.dls.device or torch.device("cpu")):
+        learn.fit_one_cycle(ph["epochs"], ph["lr"], wd=cfg.wd, cbs=cbs, start_epoch=skip, **kw)
+
+
+def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
+    """Rank 0: the fit's time and memory in config.json, then evaluation, report and export."""
+    peak = rss_mb()
+    if not dist.is_rank0():
+        return
+    update_config(s.run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak))
+    s.log(f"training finished in {fit_s:.0f}s (peak host memory {peak:.0f} MB)")
+    from .after_fit import finish_run
+
+    with dist.this_process_only():  # evaluation on the whole validation set, in one process
+        finish_run(learn, s, finish or Finish())
+
+
+def _truncate_logs(run: Path, start_epoch: int) -> None:
+    """Drop rows of epochs that will run again (a kill between the CSV row and the checkpoint)."""
+    from ..core.files import write_text
+
+    for name in ("history.csv", "batches.csv"):
+        f = run / name
+        if not f.is_file():
+            continue
+        lines = f.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) < start_epoch]
+        write_text(f, "".join(keep))

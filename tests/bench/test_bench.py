@@ -1,0 +1,42 @@
+"""bench --json on a tiny subset: every promised key, each a positive number."""
+
+import json
+
+import pytest
+
+from ..conftest import need_shared, run_cli
+
+KEYS = ["ceiling_train_img_s", "fastai_train_img_s", "fast_train_img_s", "fast_vs_ceiling", "fast_vs_fastai",
+        "fastai_loader_img_s", "fast_loader_img_s", "predict_folder_pickle_img_s", "predict_folder_bundle_img_s",
+        "predict_loop_img_s", "predict_folder_vs_loop", "cold_predict_bundle_s", "cold_predict_pickle_s",
+        "cold_pickle_vs_bundle", "peak_rss_mb", "cache_build_s"]
+
+
+def test_bench_json_has_every_measure(tmp_path):
+    need_shared()
+    out = tmp_path / "bench.json"
+    p = run_cli("bench", "--images", 64, "--size", 64, "--bs", 16, "--repeats", 1, "--json", out, check=True)
+    res = json.loads(out.read_text())
+    for k in KEYS:
+        assert isinstance(res[k], (int, float)) and res[k] > 0, (k, res.get(k))
+    assert res["size"] == 64 and res["bs"] == 16 and 0 < res["train_images"] <= 64
+    assert res["versions"]["fastai"] and res["device"]
+    # what the numbers mean, not how they are computed: the model alone bounds end-to-end training
+    # (noise allowed), the cached loader alone outruns the stock DataBlock, and the steady-state
+    # training rate excludes the warm-up and validation that the whole-epoch rate includes
+    assert res["fast_vs_ceiling"] < 1.5 and res["fastai_vs_ceiling"] < 1.5
+    assert res["fast_loader_img_s"] > res["fastai_loader_img_s"]
+    assert res["fast_epoch_img_s"] < res["fast_train_img_s"]
+    assert res["fast_train_img_s"] == pytest.approx(max(res["per_round_train_img_s"]["fast"]), abs=0.05)
+    assert "model-only ceiling" in p.stdout
+    assert res["rounds"] == 1 and all(len(v) == 1 for v in res["per_round_train_img_s"].values())
+
+
+def test_scale_bench_generates_learnable_datasets_and_measures_memory(tmp_path):
+    from app.bench.scale import run_scale
+
+    res = run_scale(sizes=(300,), batches=3, bs=16, log=lambda *_: None)
+    r = res["runs"][0]
+    assert r["images"] == 300 and res["images_growth"] == 1
+    for k in ("peak_rss_mb", "train_img_s", "loader_img_s", "prep_s"):
+        assert r[k] > 0, k

@@ -1,0 +1,62 @@
+"""Picking the device: a GPU that is present but unusable is said in one line (never a silent CPU
+run), --device is checked, bf16 only where the hardware has it."""
+
+import pytest
+import torch
+
+from app.core import device as dev
+from app.core.errors import UsageError
+
+
+def test_an_unusable_gpu_is_said_in_one_line(monkeypatch):
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    monkeypatch.setattr(dev, "gpu_present", lambda: True)
+    monkeypatch.setattr(dev, "_warned", False)
+    said = []
+    assert dev.pick_device("auto", log=said.append) == torch.device("cpu")
+    assert len(said) == 1 and "GPU is present but CUDA is unusable" in said[0] and "\n" not in said[0]
+    dev.pick_device("auto", log=said.append)
+    assert len(said) == 1  # once per process
+
+
+def test_no_gpu_no_warning_and_bad_devices_are_usage_errors(monkeypatch):
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    monkeypatch.setattr(dev, "gpu_present", lambda: False)
+    said = []
+    assert dev.pick_device("auto", log=said.append).type == "cpu" and said == []
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        dev.pick_device("cuda:1")
+    with pytest.raises(UsageError, match="unknown --device"):
+        dev.pick_device("tpu")
+
+
+def test_bf16_needs_the_hardware_not_emulation(monkeypatch):
+    calls = []
+
+    def supported(including_emulation=True):
+        calls.append(including_emulation)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert dev.bf16_ok(torch.device("cuda")) is False and calls == [False]
+    assert dev.bf16_ok(torch.device("cpu")) is False
+
+
+def test_loaded_optimizer_state_moves_beside_its_parameters():
+    """Resume on CUDA: the checkpoint is read on the CPU; each Adam moment must go to its
+    parameter's device before the first step (here the 'meta' device stands in for a GPU)."""
+    from fastai.optimizer import Adam
+
+    from app.training.state import load_opt_state, loadable
+
+    cpu = torch.nn.Linear(3, 2)
+    opt = Adam(cpu.parameters(), lr=1e-3)
+    for p in cpu.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    saved = loadable(opt.state_dict())
+    moved = torch.nn.Linear(3, 2, device="meta")
+    opt2 = Adam(moved.parameters(), lr=1e-3)
+    load_opt_state(opt2, saved)
+    tensors = [v for _, _, st, _ in opt2.all_params() for v in st.values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "meta" for t in tensors)

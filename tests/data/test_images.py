@@ -1,0 +1,104 @@
+"""Every awkward image file gets a defined result: decoded upright to RGB, or a skip reason."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.data.images import BadImage, center_crop_resize, check_image, load_square, open_rgb
+
+from ..conftest import ROOT, SHARED, need_shared
+from ..corpus import as_root, make_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    need_shared()
+    src = next((SHARED / "train" / "n03028079").iterdir())
+    return make_corpus(tmp_path_factory.mktemp("corpus"), src)
+
+
+def test_every_corpus_file_has_its_expected_verdict(corpus):
+    for name, (path, expected) in corpus.items():
+        if name == "unreadable.jpg" and as_root():
+            continue  # root reads anything; covered by the next test in a non-root process
+        reason = check_image(path)
+        if expected == "ok":
+            assert reason is None, f"{name}: {reason}"
+            im = open_rgb(path)
+            assert im.mode == "RGB" and min(im.size) > 0
+        else:
+            assert reason is not None and expected in reason, f"{name}: {reason!r} lacks {expected!r}"
+
+
+def test_unreadable_file_is_refused_for_a_normal_user(corpus):
+    path = corpus["unreadable.jpg"][0]
+    if not as_root():
+        assert "permission denied" in check_image(path)
+        return
+    # Root reads anything: run the check as root without the capabilities that bypass file
+    # permissions (util-linux setpriv), so mode 000 really is unreadable.
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("root here, and util-linux setpriv is missing to drop CAP_DAC_OVERRIDE")
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from app.data.images import check_image; print(check_image({str(path)!r}))"
+    out = subprocess.run([setpriv, "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "permission denied", out.stdout
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_read(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert check_image(fifo) == "not a regular file (a FIFO, socket or device)"  # opening it would block
+
+
+def test_exif_rotation_is_applied(corpus):
+    im = open_rgb(corpus["exif_rotated.jpg"][0])
+    assert im.size == (64, 96)  # stored 96 wide x 64 high, displayed rotated
+
+
+def test_16bit_png_is_scaled_not_clipped(corpus):
+    a = np.asarray(open_rgb(corpus["gray16.png"][0]))
+    assert 100 < a.mean() < 155, a.mean()  # a 0..65535 ramp -> 0..255 ramp, not all-white
+    assert a.min() == 0 and a.max() == 255
+
+
+def test_transparent_areas_become_white(corpus):
+    a = np.asarray(open_rgb(corpus["rgba.png"][0]))
+    left = a[:, : a.shape[1] // 2 - 2]
+    assert left.min() >= 250
+
+
+def test_cmyk_colours_survive(corpus):
+    cm = np.asarray(open_rgb(corpus["cmyk.jpg"][0]), dtype=np.float32)
+    src = np.asarray(Image.open(next((SHARED / "train" / "n03028079").iterdir())).convert("RGB"), dtype=np.float32)
+    assert np.abs(cm - src).mean() < 12
+
+
+def test_bomb_is_refused_from_its_header_without_decoding(corpus):
+    with pytest.raises(BadImage, match="12000x12000"):
+        open_rgb(corpus["bomb.png"][0])
+
+
+def test_center_crop_resize_matches_fastai_resize(tmp_path):
+    """The light predictor's resize equals fastai's validation Resize on a non-square image."""
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (150, 230, 3), dtype=np.uint8))
+    ours = np.asarray(center_crop_resize(im, 64))
+    theirs = np.asarray(Resize(64)(PILImage(im), split_idx=1))
+    assert ours.shape == theirs.shape == (64, 64, 3)
+    assert np.array_equal(ours, theirs)
+
+
+def test_load_square_shape(corpus):
+    a = load_square(corpus["grayscale.jpg"][0], 80)
+    assert a.shape == (80, 80, 3) and a.dtype == np.uint8

@@ -1,0 +1,136 @@
+"""evaluate: scikit-learn metrics that agree with the per-image predictions, TTA, every figure."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from app.evaluation.figures import FIGURES, figure_path
+
+from ..conftest import assert_one_line_error, assert_png, run_cli
+
+
+@pytest.fixture(scope="module")
+def evaluated(fitted):
+    run, _ = fitted
+    p = run_cli("evaluate", run, "--tta", check=True)
+    return run, p
+
+
+def test_metrics_agree_with_per_image_predictions(evaluated):
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    run, p = evaluated
+    m = json.loads((run / "metrics.json").read_text())
+    with open(run / "top_losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == m["n"] == 60
+    y = [r["actual"] for r in rows]
+    yhat = [r["predicted"] for r in rows]
+    assert m["accuracy"] == pytest.approx(sum(a == b for a, b in zip(y, yhat)) / len(y))
+    labels = m["classes"]
+    assert m["f1_macro"] == pytest.approx(f1_score(y, yhat, labels=labels, average="macro", zero_division=0))
+    assert m["precision_macro"] == pytest.approx(precision_score(y, yhat, labels=labels, average="macro", zero_division=0))
+    assert m["recall_macro"] == pytest.approx(recall_score(y, yhat, labels=labels, average="macro", zero_division=0))
+    assert sum(sum(r) for r in m["confusion"]) == 60
+    assert set(m["per_class"]) == set(labels) == {"tench", "church", "golf ball", "parachute"}
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    for a, b, n in m["most_confused"]:
+        assert a in labels and b in labels and a != b and n >= 1
+    assert 0 <= m["tta"]["accuracy"] <= 1
+    assert "with TTA" in p.stdout
+
+
+def test_every_figure_is_a_real_picture(evaluated):
+    run, _ = evaluated
+    for f in FIGURES:
+        if f.key == "lr_find":
+            continue  # only for runs that had one (tests/test_cli.py checks that one)
+        assert_png(figure_path(run, f.key))
+    with Image.open(figure_path(run, "confusion")) as im:
+        assert im.size[0] > 1.5 * im.size[1]  # counts and row-normalised side by side
+    summary = (run / "summary.txt").read_text()
+    assert "Sequential" in summary and "Total params" in summary
+
+
+def test_compare_runs_table(evaluated, tmp_path):
+    run, _ = evaluated
+    p = run_cli("compare", run, run, check=True)
+    assert p.stdout.count(run.name) >= 2 and "accuracy" in p.stdout
+
+
+def test_evaluating_without_a_model_or_data_is_one_line(fitted, tmp_path):
+    import shutil
+
+    run, _ = fitted
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "config.json", bare / "config.json")
+    assert_one_line_error(run_cli("evaluate", bare), 5, "no trained model")
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["config"]["data"] = str(tmp_path / "gone")
+    (moved / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(run_cli("evaluate", moved), 3, "data folder is gone", "--data")
+
+
+def test_tta_scores_come_from_tta_predictions_that_differ_from_plain_ones(fitted, monkeypatch):
+    """TTA's metrics are computed from what learn.tta returned, and those predictions are not the
+    plain ones (fastai averages augmented passes with the plain one)."""
+    from fastai.learner import Learner
+
+    from app.evaluation.evaluate import evaluate_learner
+    from app.model.learner import load_run
+
+    run, _ = fitted
+    learn, cfg, ds = load_run(run, log=lambda *_: None)
+    got = {}
+    real_tta = Learner.tta
+
+    def spy(self, *a, **k):
+        got["tta"] = real_tta(self, *a, **k)
+        return got["tta"]
+
+    monkeypatch.setattr(Learner, "tta", spy)
+    m = evaluate_learner(learn, run, cfg, tta=True, log=lambda *_: None, figures=False, ds=ds)
+    probs, targs = got["tta"]
+    plain, _ = learn.get_preds(dl=learn.dls.valid)
+    assert not torch_allclose(probs, plain)
+    assert m["tta"]["accuracy"] == pytest.approx(float((probs.argmax(1) == targs).float().mean()))
+
+
+def torch_allclose(a, b):
+    import torch
+
+    return torch.allclose(a, b, atol=1e-4)
+
+
+def test_evaluate_best_scores_the_best_checkpoint_and_drops_the_other_models_tta(fitted, tmp_path):
+    import shutil
+
+    import torch
+
+    run, _ = fitted
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    run_cli("evaluate", copy, "--tta", check=True)
+    assert "tta" in json.loads((copy / "metrics.json").read_text())
+    run_cli("evaluate", copy, "--which", "best", check=True)
+    m = json.loads((copy / "metrics.json").read_text())
+    best = torch.load(copy / "models" / "best.pth", weights_only=True)
+    assert m["model"] == "best" and m["accuracy"] == pytest.approx(best["accuracy"], abs=1e-6)
+    assert "tta" not in m  # the last model's TTA scores are not this model's
+    assert "accuracy with TTA" not in (copy / "report.html").read_text()
+
+
+def test_compare_json_holds_each_runs_settings_and_metrics(evaluated, tmp_path):
+    run, _ = evaluated
+    out = tmp_path / "cmp.json"
+    run_cli("compare", run, run, "--json", out, check=True)
+    rows = json.loads(out.read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    assert len(rows) == 2 and rows[0]["accuracy"] == m["accuracy"] and rows[0]["tta_accuracy"] == m["tta"]["accuracy"]
+    assert rows[0]["epochs"] == 8 and rows[0]["size"] == 64 and rows[0]["command"] == "fit-one-cycle"

@@ -1,0 +1,66 @@
+"""report.html: self-contained, and it renders in a real headless Chromium with every image decoded."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..conftest import assert_png, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def report(fitted):
+    run, _ = fitted
+    p = run_cli("report", run, check=True)
+    return run / "report.html", p
+
+
+def test_report_is_self_contained(report):
+    path, p = report
+    html = path.read_text()
+    assert str(path) in p.stdout
+    assert not re.search(r"""(src|href)=["']https?:""", html), "report must not need the network"
+    assert "<script" not in html
+    imgs = re.findall(r'<img [^>]*src="data:image/(png|jpeg);base64,', html)
+    assert len(imgs) >= 9 + 10  # figures + top-loss thumbnails
+    for words in ("Configuration", "Metrics per class", "Most confused pairs", "Top losses", "Training history"):
+        assert words in html
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    if not (CHROMIUM and DRIVER):
+        if os.environ.get("APP_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium/chromedriver missing but required (APP_REQUIRE_CHROMIUM)")
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    path, _ = report
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        driver.get(Path(path).resolve().as_uri())
+        assert driver.execute_script("return document.readyState") == "complete"
+        sizes = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt]);")
+        assert len(sizes) >= 19
+        bad = [s for s in sizes if not (s[0] and s[1] > 0)]
+        assert not bad, f"images that did not decode: {bad[:5]}"
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert not errors, errors
+        shot = path.parent / "report_screenshot.png"
+        driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert_png(shot)

@@ -1,0 +1,91 @@
+"""--time: the planner as a pure function (measured speeds in, epochs out), and a real `train --time`
+on a small subset that ends within its budget and records its plan and its actual time."""
+
+import json
+import time
+
+import pytest
+
+from app.core.errors import UsageError
+from app.training.budget import Speeds, epochs_cost, plan
+from app.training.presets import resolve
+
+from ..conftest import run_cli
+
+# A 2-core CPU's shape: img/s falls with the pixel count (64 px ~4x the speed of 128 px).
+SPEEDS = Speeds(train={64: 400.0, 96: 190.0, 128: 110.0}, frozen={}, valid={64: 1400.0, 96: 700.0, 128: 400.0},
+                checkpoint_s=0.5)
+N_TRAIN, N_VAL = 9469, 3925
+
+
+def test_epochs_cost_counts_every_epoch_at_its_size_and_only_validated_epochs():
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none", epochs=19)  # 8 x 64, 8 x 96, 3 x 128 px
+    fit, after = epochs_cost(cfg, SPEEDS, N_TRAIN, N_VAL)
+    train = 8 * N_TRAIN / 400 + 8 * N_TRAIN / 190 + 3 * N_TRAIN / 110 + 19 * 0.5
+    # validated (every 4th, each size's last, the last): epochs 3 and 7 at 64 px, 11 and 15 at 96, 18 at 128
+    valid = 2 * N_VAL / 1400 + 2 * N_VAL / 700 + N_VAL / 400
+    assert fit == pytest.approx(train + valid, rel=1e-9)
+    assert after > N_VAL / 400  # evaluation's own pass at the final size, plus figures and export
+
+
+def test_the_plan_fills_the_budget_and_a_slower_machine_gets_fewer_epochs():
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    fast = plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=900, elapsed_s=30)
+    fit, after = epochs_cost(cfg.replace(epochs=fast.epochs), SPEEDS, N_TRAIN, N_VAL)
+    assert 30 + fit + after <= 900 * 0.97  # it fits, with the margin
+    fit1, after1 = epochs_cost(cfg.replace(epochs=fast.epochs + 1), SPEEDS, N_TRAIN, N_VAL)
+    assert 30 + fit1 + after1 > 900 * 0.97  # and one more epoch would not
+    slow = Speeds({k: v / 4 for k, v in SPEEDS.train.items()}, {}, {k: v / 4 for k, v in SPEEDS.valid.items()}, 2.0)
+    p = plan(cfg, slow, N_TRAIN, N_VAL, budget_s=900, elapsed_s=60)
+    assert 2 <= p.epochs < fast.epochs and "fewer than the preset's 19" in p.summary
+    assert "epoch(s) fit in 15 min" in p.summary and "110 at 128" in fast.summary
+    very_fast = Speeds({k: v * 50 for k, v in SPEEDS.train.items()}, {}, SPEEDS.valid, 0.1)
+    assert plan(cfg, very_fast, N_TRAIN, N_VAL, 900, 10).epochs == 3 * 19  # capped at 3 x the preset's
+
+
+def test_a_budget_too_small_to_train_says_what_would_fit():
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    with pytest.raises(UsageError) as e:
+        plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=120, elapsed_s=30)
+    msg = str(e.value)
+    assert "--time 2 cannot hold a useful run" in msg and "pass --time" in msg and "\n" not in msg
+
+
+def test_fine_tune_plans_its_unfrozen_epochs_with_the_frozen_phase_at_its_own_speed():
+    cfg = resolve("fine-tune", "cpu-finetune", "imagenet")
+    speeds = Speeds({128: 110.0}, {128: 330.0}, {128: 400.0}, 0.5)
+    p = plan(cfg, speeds, N_TRAIN, N_VAL, budget_s=600, elapsed_s=30)
+    e = p.epochs
+    fit, _ = epochs_cost(cfg.replace(epochs=e), speeds, N_TRAIN, N_VAL)
+    assert e >= 1 and cfg.freeze_epochs == 1 and cfg.valid_every == 1
+    assert fit == pytest.approx(N_TRAIN / 330 + e * N_TRAIN / 110 + (1 + e) * (0.5 + N_VAL / 400), rel=1e-9)
+
+
+def test_train_with_a_time_budget_ends_within_it(small_data, tmp_path):
+    """The main job, as typed, on 160 real images with a 1.5-minute budget (a margin of 30 s for a
+    noisy machine): it plans, says so in one line, trains, evaluates, exports, and records both times."""
+    run = tmp_path / "run"
+    t = time.time()
+    offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # even where online
+    p = run_cli("train", "--data", small_data, "--time", 1.5, "--out", run, check=True, timeout=600,
+                env={**offline, "TORCH_HOME": str(tmp_path / "torch")})
+    took = time.time() - t
+    assert took <= 90 + 30, took
+    meta = json.loads((run / "config.json").read_text())
+    plan_ = meta["plan"]
+    assert plan_["budget_s"] == 90 and plan_["epochs"] == meta["config"]["epochs"] >= 2
+    assert plan_["predicted_s"] <= 90 and meta["wall_seconds"] <= took
+    assert "epoch(s) fit in 1.5 min" in p.stdout and "ImageNet weights unavailable offline" in p.stdout
+    assert meta["weights_used"] == "none" and "unavailable offline" in meta["weights_reason"]
+    assert (run / "report.html").is_file() and json.loads((run / "metrics.json").read_text())["n"] == 60
+
+    # killed before its last epoch, then resumed: the original plan, not a new one
+    import torch
+
+    ckpt = torch.load(run / "models" / "last.pth", weights_only=True)
+    ckpt["epoch"] = plan_["epochs"] - 2
+    torch.save(ckpt, run / "models" / "last.pth")
+    r = run_cli("fit-one-cycle", "--resume", run, check=True, timeout=600)
+    assert f"at epoch {plan_['epochs'] - 1} of {plan_['epochs']}" in r.stdout and "fit in" not in r.stdout
+    after = json.loads((run / "config.json").read_text())
+    assert after["plan"] == plan_ and after["config"]["epochs"] == plan_["epochs"] and after["status"] == "finished"
