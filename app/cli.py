@@ -52,49 +52,56 @@ class Which(str, Enum):
     best = "best"
 
 
+class Balance(str, Enum):
+    none = "none"
+    weights = "weights"
+    sampler = "sampler"
+
+
+class ResizeMethod(str, Enum):
+    crop = "crop"
+    squish = "squish"
+    pad = "pad"
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
 def _opt(names: str, help: str, default=None, typ=Optional[str], **kw):
     """(annotation, default) of one option, for the option tables below."""
     return Annotated[typ, typer.Option(*names.split(), help=help, **kw)], default
 
 
 PRESETS_HELP = ", ".join(PRESET_NAMES)
-
-
 DATA = _opt("--data", f"Dataset root: {LAYOUTS_HELP}.", typ=Optional[Path],
             show_default="../shared/data/imagenette2-224 if present, else download Imagenette")
-
-
 OUT = _opt("--out", "Run directory to create (must not exist).", typ=Optional[Path], show_default="runs/<command>-<n>")
-
-
 PRESET = _opt("--preset", f"Named recipe ({PRESETS_HELP}); flags you give override it. auto: cpu-quick on CPU, "
               "gpu-fast on a GPU, cpu-finetune / finetune with pretrained weights.", "auto", typ=str)
-
-
 SIZE = _opt("--size", "Image size in pixels (>= 64).", typ=Optional[int], show_default="preset's")
-
-
 BS = _opt("--bs", "Batch size.", typ=Optional[int], show_default="preset's")
-
-
 SEED = _opt("--seed", "Random seed (CPU runs repeat exactly).", 42, typ=int)
-
-
 LOADER = _opt("--loader", "cached: decoded cache, batch augmentation on the device; datablock: fastai's stock "
               "DataBlock (fast and fastai are the old names).", typ=Optional[Loader], show_default="preset's (cached)")
-
-
 DEVICE = _opt("--device", "auto, cpu, cuda or cuda:N.", "auto", typ=str)
-
-
 EPOCHS = _opt("--epochs", "Epochs.", typ=Optional[int], show_default="preset's")
-
-
 TIME = _opt("--time", "Minutes for the whole command: this machine's speed is measured and the epochs planned "
             "to fit (0 = the preset's epochs).", typ=Optional[float], min=0.0, show_default="train on a CPU: 15")
-
-
 TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, typ=bool)
+LABELS = _opt("--labels", "A CSV of fname,label[,is_valid] (fname relative to --data): the classes, and the split "
+              "when it has is_valid.", typ=Optional[Path])
+VALID_PCT = _opt("--valid-pct", "Validation share where the layout gives no split (drawn per class, nothing "
+                 "copied).", typ=Optional[float], min=0.01, max=0.9, show_default="0.2")
+SPLIT_SEED = _opt("--split-seed", "Seed of that draw (the same files every time).", typ=Optional[int],
+                  show_default="42")
+DATASET = {"data": DATA, "labels": LABELS, "valid_pct": VALID_PCT, "split_seed": SPLIT_SEED}  # how a dataset is read
+BALANCE = _opt("--balance", "Imbalanced classes: none, weights (class weights in the loss) or sampler (fastai's "
+               "weighted DataLoader).", typ=Optional[Balance], show_default="none")
+RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop (centre), squish, or pad (black "
+              "borders); the same in training, evaluation and export.", typ=Optional[ResizeMethod],
+              show_default="crop")
 
 
 def _weights(default: str):
@@ -104,7 +111,7 @@ def _weights(default: str):
 
 
 TRAINING = {  # the options fit-one-cycle and fine-tune share
-    "data": DATA, "epochs": EPOCHS, "time": TIME,
+    **DATASET, "balance": BALANCE, "resize": RESIZE, "epochs": EPOCHS, "time": TIME,
     "lr": _opt("--lr", "Maximum learning rate.", typ=Optional[float], show_default="preset's"),
     "lr_from": _opt("--lr-from", "Take --lr from this lr-find run's recommendation.", typ=Optional[Path]),
     "size": SIZE, "bs": BS, "out": OUT, "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE,
@@ -157,10 +164,21 @@ def _progress():
                     TimeRemainingColumn(), console=err_console, transient=True, disable=not show_progress(sys.stderr))
 
 
+def _values(flags: dict) -> dict:
+    """Typed choices (enums) as their values; everything else as typed."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
+
+
+def _dataset_args(flags: dict) -> dict:
+    return {"labels": flags.get("labels"), "valid_pct": flags.get("valid_pct") or 0.2,
+            "split_seed": 42 if flags.get("split_seed") is None else flags["split_seed"]}
+
+
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
     from .training.precheck import precheck
 
-    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"))
+    flags = _values(flags)
+    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), **_dataset_args(flags))
     from .training.after_fit import Finish
     from .training.train import run_command
 
@@ -176,26 +194,31 @@ def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
 def data(
     root: Annotated[Path, typer.Argument(help=f"Dataset root: {LAYOUTS_HELP}.")],
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Decode every image to find bad files.")] = True,
+    labels: LABELS[0] = None,
+    valid_pct: VALID_PCT[0] = None,
+    split_seed: SPLIT_SEED[0] = None,
 ):
-    """What is in a dataset: classes (folder + human name), counts per split, files that cannot be used."""
+    """What is in a dataset: its layout, classes (folder + human name), counts per split, the imbalance,
+    folders ignored, files that cannot be used."""
     from .data.describe import describe
 
+    args = _dataset_args({"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed})
     with _progress() as progress:
-        describe(root, console, verify=verify, progress=progress)
+        describe(root, console, verify=verify, progress=progress, **args)
 
 
-@_command("lr-find", {"data": DATA, "size": SIZE, "bs": BS, "weights": _weights("none"), "out": OUT,
+@_command("lr-find", {**DATASET, "size": SIZE, "bs": BS, "weights": _weights("none"), "out": OUT,
                       "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE},
           help="fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot.")
-def lr_find_cmd(data, size, bs, weights, out, preset, loader, seed, device):
+def lr_find_cmd(weights, out, preset, **flags):
     from .training.precheck import precheck
 
-    precheck(out=out, weights=weights, data=data)
+    flags = _values(flags)
+    precheck(out=out, weights=weights, data=flags.get("data"), **_dataset_args(flags))
     from .training.lr_find import run_lr_find
 
     with _progress() as progress:
-        run = run_lr_find(preset, weights, out=out, console=console, progress=progress, data=data, size=size, bs=bs,
-                          loader=loader and loader.value, seed=seed, device=device)
+        run = run_lr_find(preset, weights, out=out, console=console, progress=progress, **flags)
     from .evaluation.figures import figure_path
 
     console.print(f"run: {run}\nplot: {figure_path(run, 'lr_find')}")
@@ -204,7 +227,7 @@ def lr_find_cmd(data, size, bs, weights, out, preset, loader, seed, device):
 @_command("fit-one-cycle", {**TRAINING, "weights": _weights("none")},
           help="fastai fit_one_cycle on the whole model (from random init by default).")
 def fit_one_cycle_cmd(preset, weights, out, resume, loader, **flags):
-    _train("fit-one-cycle", preset, weights or "none", out, resume, loader=loader and loader.value, **flags)
+    _train("fit-one-cycle", preset, weights or "none", out, resume, **_values({"loader": loader, **flags}))
 
 
 @_command("fine-tune", {**TRAINING, "weights": _weights("imagenet"),
@@ -216,16 +239,15 @@ def fit_one_cycle_cmd(preset, weights, out, resume, loader, **flags):
           help="fastai fine_tune: body frozen for --freeze-epochs, then all layers with discriminative lrs "
                "(ImageNet weights by default).")
 def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
-    _train("fine-tune", preset, weights or "imagenet", out, resume, loader=loader and loader.value, **flags)
+    _train("fine-tune", preset, weights or "imagenet", out, resume, **_values({"loader": loader, **flags}))
 
 
-@_command("train", {"data": DATA, "weights": _weights("auto"), "out": OUT, "preset": PRESET, "epochs": EPOCHS,
-                    "time": TIME, "seed": SEED, "device": DEVICE, "tta": TTA},
+@_command("train", {**DATASET, "balance": BALANCE, "resize": RESIZE, "weights": _weights("auto"), "out": OUT,
+                    "preset": PRESET, "epochs": EPOCHS, "time": TIME, "seed": SEED, "device": DEVICE, "tta": TTA},
           help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
                "evaluation, report and export, within --time minutes.")
-def train_cmd(data, weights, out, preset, epochs, time, seed, device, tta):
-    run = _train("train", preset, weights or "auto", out, None, data=data, epochs=epochs, time=time, seed=seed,
-                 device=device, evaluate=True, tta=tta, export=True)
+def train_cmd(weights, out, preset, tta, **flags):
+    run = _train("train", preset, weights or "auto", out, None, evaluate=True, tta=tta, export=True, **flags)
     from .core.files import read_json
 
     m = read_json(run / "metrics.json")
@@ -239,12 +261,15 @@ def evaluate(
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
     data: Annotated[Optional[Path], typer.Option("--data", help="The dataset, if it moved since training.")] = None,
+    split: Annotated[Split, typer.Option("--split", help="val, or test: the layout's test/ split (never used to "
+                                         "choose a model), written beside the validation results.")] = Split.val,
 ):
     """Metrics (scikit-learn), confusion matrix, most confused, top losses and all figures for a run."""
     from .evaluation.evaluate import evaluate_run
 
-    evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console)
-    console.print(f"metrics: {run / 'metrics.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
+    evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console, split=split.value)
+    suffix = "" if split == Split.val else f"_{split.value}"
+    console.print(f"metrics: {run / f'metrics{suffix}.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
 
 
 @app.command()

@@ -22,6 +22,11 @@ class TrainConfig:
     command: str = "fit-one-cycle"  # fit-one-cycle | fine-tune | lr-find
     preset: str = "none"
     data: str = ""
+    labels: str = ""  # --labels FILE.csv (fname,label[,is_valid]); "" = the folders say the classes
+    valid_pct: float = 0.2  # the validation share where the layout gives no split (drawn per class)
+    split_seed: int = 42  # the seed of that draw (fixed: every command draws the same files)
+    balance: str = "none"  # none | weights (class weights in the loss) | sampler (fastai's weighted DataLoader)
+    resize: str = "crop"  # crop | squish | pad: fastai's ResizeMethod, the same in training, evaluation and export
     weights: str = "none"  # none | imagenet | PATH (.pth state dict or bundle directory)
     body_layers: int = 0  # pretrained weights: keep only the first N of AlexNet's 5 convolutions (0 = all)
     epochs: int = 5

@@ -10,6 +10,7 @@ On a GPU the whole array is copied to the device once when it fits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,10 +23,11 @@ import numpy as np
 
 from ..core.device import cuda_available
 from ..core.paths import dataset_cache_dir
-from .images import BadImage, center_crop_resize, needs_pil, open_rgb
+from .images import BadImage, needs_pil, open_rgb, resize_square
 from .scan import Dataset, Item
 
 VERSION = 1
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 def stored_size(size: int) -> int:
@@ -33,8 +35,16 @@ def stored_size(size: int) -> int:
     return int(min(224, -(-int(size * 1.25) // 16) * 16))
 
 
-def cache_dir(root: Path, size: int) -> Path:
-    return dataset_cache_dir(root) / f"s{size}"
+def cache_dir(root: Path, size: int, resize: str = "crop", labels: str = "") -> Path:
+    """One folder per stored size and resize method (and labels file, for the CSV layout)."""
+    name = f"s{size}" + ("" if resize == "crop" else f"-{resize}")
+    if labels:
+        name += "-" + hashlib.sha1(str(labels).encode()).hexdigest()[:8]
+    return dataset_cache_dir(root) / name
+
+
+def _dir(ds: Dataset, size: int, resize: str) -> Path:
+    return cache_dir(ds.root, size, resize, ds.layout.labels if ds.layout else "")
 
 
 def _row(ds: Dataset, it: Item) -> list:
@@ -50,8 +60,9 @@ class Cache:
     root: Path  # the dataset's folder: `paths` are relative to it
     size: int
     classes: list[str]
+    names: list[str]  # the human names (the vocab), in class order
     paths: list[str]  # relative to the dataset root
-    splits: np.ndarray  # 0 train, 1 val
+    splits: np.ndarray  # SPLIT_CODES: 0 train, 1 val, 2 test
     labels: np.ndarray  # int64
     skipped: list[tuple[str, str]]
 
@@ -117,12 +128,12 @@ class RowReader:
 
 def _decode(args) -> list[bytes] | str:
     """One file decoded once, resized to every stored size; '!reason' when it cannot be."""
-    path, sizes = args
+    path, sizes, *method = args
     try:
         im = open_rgb(path, min_size=max(sizes))
     except BadImage as e:
         return f"!{e}"
-    return [np.ascontiguousarray(np.asarray(center_crop_resize(im, s)).transpose(2, 0, 1)).tobytes() for s in sizes]
+    return [np.ascontiguousarray(np.asarray(resize_square(im, s, *method)).transpose(2, 0, 1)).tobytes() for s in sizes]
 
 
 def _decode_torchvision(paths: list[str], sizes: tuple[int, ...], device: str) -> list[list[bytes] | str]:
@@ -192,46 +203,50 @@ def _open(d: Path, m: dict) -> Cache:
         root=Path(m["root"]),
         size=m["size"],
         classes=m["classes"],
+        names=m.get("names") or m["classes"],
         paths=[r[0] for r in rows],
-        splits=np.array([0 if r[1] == "train" else 1 for r in rows], dtype=np.int64),
+        splits=np.array([SPLIT_CODES[r[1]] for r in rows], dtype=np.int64),
         labels=np.array([r[2] for r in rows], dtype=np.int64),
         skipped=[tuple(s) for s in m.get("skipped", [])],
     )
 
 
 def open_or_build(ds: Dataset, size: int, progress=None, workers: int | None = None, decoder: str = "auto",
-                  log=print) -> Cache:
+                  log=print, resize: str = "crop") -> Cache:
     """The cache for `ds` at stored size `size` (see open_or_build_all)."""
-    return open_or_build_all(ds, [size], progress, workers, decoder, log)[size]
+    return open_or_build_all(ds, [size], progress, workers, decoder, log, resize)[size]
 
 
 def open_or_build_all(ds: Dataset, sizes, progress=None, workers: int | None = None, decoder: str = "auto",
-                      log=print) -> dict[int, Cache]:
-    """Caches of `ds` at each stored size: fresh ones reused, the others (re)built together in one
-    decoding pass, with progress."""
+                      log=print, resize: str = "crop") -> dict[int, Cache]:
+    """Caches of `ds` at each stored size (images made square by `resize`, fastai's ResizeMethod):
+    fresh ones reused, the others (re)built together in one decoding pass, with progress."""
     rows = [_row(ds, it) for it in ds.items]
     out, todo = {}, []
     for size in sorted(set(sizes)):
-        c = _open_if_current(cache_dir(ds.root, size), rows, size)
+        c = _open_if_current(_dir(ds, size, resize), rows, size)
         if c is None:
             todo.append(size)
         else:
             out[size] = c
     if todo:
-        d0 = cache_dir(ds.root, todo[0])
+        d0 = _dir(ds, todo[0], resize)
         reason = "stale (files changed)" if (d0 / "manifest.json").exists() else "new"
         log(f"building decoded cache ({reason}): {len(rows)} images at {', '.join(map(str, todo))}px -> {d0.parent}")
         t0 = time.time()
-        built = build(ds, tuple(todo), rows, progress, workers, decoder)
+        built = build(ds, tuple(todo), rows, progress, workers, decoder, resize)
         gb = sum(c.n * c.row_bytes for c in built.values()) / 1e9
         log(f"cache built in {time.time() - t0:.1f}s ({gb:.2f} GB)")
         out.update(built)
+    for c in out.values():
+        c.names = list(ds.names)  # names can change (a words.txt added) without the pixels changing
     return out
 
 
-def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder="auto") -> dict[int, Cache]:
+def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder="auto",
+          resize: str = "crop") -> dict[int, Cache]:
     """Decode every image once into one uint8 file per stored size; written beside, then swapped in."""
-    dirs = {s: cache_dir(ds.root, s) for s in sizes}
+    dirs = {s: _dir(ds, s, resize) for s in sizes}
     tmps = {s: d.with_name(d.name + f".tmp{os.getpid()}") for s, d in dirs.items()}
     for t in tmps.values():
         shutil.rmtree(t, ignore_errors=True)
@@ -241,7 +256,7 @@ def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder
     kept, skipped = [], []
     files = {s: open(tmps[s] / "images.u8", "wb") for s in sizes}
     try:
-        for i, res in enumerate(decoded(paths, sizes, decoder, workers)):
+        for i, res in enumerate(decoded(paths, sizes, decoder, workers, resize)):
             if isinstance(res, str):
                 skipped.append((paths[i], res[1:] if res.startswith("!") else res))
             else:
@@ -256,18 +271,18 @@ def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder
     return {s: _swap_in(ds, s, rows, kept, skipped, tmps[s], dirs[s]) for s in sizes}
 
 
-def decoded(paths: list[str], sizes: tuple[int, ...], decoder: str = "auto", workers=None):
+def decoded(paths: list[str], sizes: tuple[int, ...], decoder: str = "auto", workers=None, resize: str = "crop"):
     """Each file's bytes per stored size (or '!reason'), in order: PIL in worker processes ('auto',
     'pil'), or torchvision's decode_jpeg in batches ('torchvision': nvJPEG on a GPU). PIL is the
     default everywhere: on an H100 host with 16 cores, PIL workers decoded Imagenette's small JPEGs
     at 5,220 img/s and nvJPEG at 376 (benchmarks/gpu-nvidia-h100-80gb-hbm3.json, "decode")."""
-    if decoder == "torchvision":
+    if decoder == "torchvision" and resize == "crop":  # its GPU resize is the centre crop only
         dev = "cuda" if cuda_available() else "cpu"
         for start in range(0, len(paths), 256):
             yield from _decode_torchvision(paths[start : start + 256], sizes, dev)
         return
     workers = workers or min(os.cpu_count() or 1, 16)
-    jobs = [(p, sizes) for p in paths]
+    jobs = [(p, sizes, resize) for p in paths]
     if workers <= 1 or len(jobs) < 64:
         yield from map(_decode, jobs)
         return
@@ -278,6 +293,7 @@ def decoded(paths: list[str], sizes: tuple[int, ...], decoder: str = "auto", wor
 def _swap_in(ds, size: int, rows, kept: list[int], skipped, tmp: Path, final: Path) -> Cache:
     manifest = {
         "version": VERSION, "size": size, "root": str(ds.root.resolve()), "classes": ds.classes,
+        "names": ds.names,
         "sources": rows, "rows": [rows[i] for i in kept], "skipped": skipped,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -1,4 +1,5 @@
-"""`python -m app data DIR`: what is in a dataset, printed: classes, counts, modes, every skip."""
+"""`python -m app data DIR`: what is in a dataset, printed: the layout read (one line), classes,
+counts per split, the imbalance, image modes, folders ignored and every file skipped."""
 
 from __future__ import annotations
 
@@ -6,30 +7,47 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from .classes import human_name
-from .scan import Dataset, scan
+from .scan import IMBALANCE_WARN, Dataset, scan
 from .skipped import print_skipped
 
 
-def describe(root: str | Path, console, verify: bool = True, progress=None) -> Dataset:
-    """Classes (folder + human name), counts per split, image modes, every file skipped and why."""
-    from rich.table import Table
-
-    ds = scan(Path(root), verify=verify, progress=progress)
-    counts = ds.counts()
-    t = Table(title=f"{ds.root}  ({len(ds.classes)} classes)", title_justify="left")
-    for col, just in (("#", "right"), ("folder", "left"), ("class", "left"), ("train", "right"), ("val", "right")):
-        t.add_column(col, justify=just)
-    for i, c in enumerate(ds.classes):
-        t.add_row(str(i), c, human_name(c), str(counts["train"][i]), str(counts["val"][i]))
-    t.add_row("", "", "[bold]total", f"[bold]{sum(counts['train'])}", f"[bold]{sum(counts['val'])}")
-    console.print(t)
+def describe(root: str | Path, console, verify: bool = True, progress=None, labels=None, valid_pct: float = 0.2,
+             split_seed: int = 42) -> Dataset:
+    """Classes (key + human name), counts per split, image modes, every file skipped and why."""
+    ds = scan(Path(root), verify=verify, progress=progress, labels=labels, valid_pct=valid_pct, split_seed=split_seed)
+    plain = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+    plain(ds.layout.summary())
+    console.print(_table(ds))
+    train = [n for n in ds.counts()["train"] if n]
+    plain(f"imbalance: the largest training class has {ds.imbalance():.1f}x the images of the smallest "
+          f"({max(train)} vs {min(train)}){'' if ds.imbalance() <= IMBALANCE_WARN else ' (over 5: see --balance)'}")
+    if ds.names_from:
+        plain(f"class names from {ds.root / ds.names_from}")
     if verify:
         modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
-        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
+        plain(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
+    if ds.ignored:
+        plain(f"ignored {len(ds.ignored)} folder(s), never classes and never read:")
+        for p, why in ds.ignored[:20]:
+            plain(f"  {p}: {why}")
     for w in ds.warnings:
-        console.print(f"[yellow]warning:[/] {escape(str(w))}")
-    print_skipped(ds.skipped, lambda line: console.print(line, soft_wrap=True, markup=False))
-    if not ds.skipped:
+        console.print(f"[yellow]warning:[/] {escape(str(w))}", soft_wrap=True)
+    print_skipped(ds.skipped, plain)
+    if not ds.skipped and not ds.warnings:
         console.print("problems found: none")
     return ds
+
+
+def _table(ds: Dataset):
+    from rich.table import Table
+
+    counts = ds.counts()
+    splits = [s for s in ("train", "val", "test") if any(counts[s])]
+    t = Table(title=escape(f"{ds.root}  ({len(ds.classes)} classes)"), title_justify="left")
+    for col, just in (("#", "right"), ("folder" if ds.layout.kind != "csv" else "label", "left"), ("class", "left"),
+                      *((s, "right") for s in splits)):
+        t.add_column(col, justify=just)
+    for i, (c, name) in enumerate(zip(ds.classes, ds.names)):
+        t.add_row(str(i), escape(c), escape(name), *(str(counts[s][i]) for s in splits))
+    t.add_row("", "", "[bold]total", *(f"[bold]{sum(counts[s])}" for s in splits))
+    return t

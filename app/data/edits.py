@@ -16,7 +16,7 @@ from rich.markup import escape
 from ..core.errors import DataError, RunError
 from ..core.files import write_json
 from ..core.rundir import load_config
-from .layout import relabel_target
+from .layout import detect
 
 DECISIONS = "decisions.csv"
 
@@ -70,6 +70,7 @@ def plan_moves(run: Path, stamp: str) -> tuple[Path, list[dict], list[tuple[str,
     run = Path(run)
     cfg, meta = load_config(run)
     root = Path(cfg.data)
+    lay = detect(root, cfg.labels or None, cfg.valid_pct, cfg.split_seed)
     if not (run / DECISIONS).is_file():
         raise RunError(f"{run} has no {DECISIONS}: review it first (python -m app review {run})")
     classes = meta.get("classes", [])
@@ -78,7 +79,7 @@ def plan_moves(run: Path, stamp: str) -> tuple[Path, list[dict], list[tuple[str,
     for path, r in Decisions(run / DECISIONS).latest.items():
         if r["decision"] == "keep":
             continue
-        dest = _destination(root, Path(path), r, folder_of, stamp)
+        dest = _destination(lay, Path(path), r, folder_of, stamp)
         if isinstance(dest, str):
             problems.append((path, dest))
         else:
@@ -87,8 +88,9 @@ def plan_moves(run: Path, stamp: str) -> tuple[Path, list[dict], list[tuple[str,
     return root, moves, problems
 
 
-def _destination(root: Path, p: Path, r: dict, folder_of: dict, stamp: str) -> Path | str:
+def _destination(lay, p: Path, r: dict, folder_of: dict, stamp: str) -> Path | str:
     """Where a relabelled or removed file goes, or why it cannot move (a string)."""
+    root = lay.root
     if r["decision"] not in KINDS:
         return f"unknown decision {r['decision']!r}"
     if not _inside(root, p) or p.is_symlink():
@@ -102,7 +104,9 @@ def _destination(root: Path, p: Path, r: dict, folder_of: dict, stamp: str) -> P
         folder = folder_of.get(r["new_class"])
         if folder is None or "/" in folder or folder in ("..", "."):
             return f"unknown class {r['new_class']!r}"
-        dest = relabel_target(root, p, folder)
+        dest = lay.relabel_target(p, folder)
+        if isinstance(dest, str):
+            return dest
     if not _inside(root, dest):
         return "destination outside the dataset root (refused)"
     if dest.exists():

@@ -142,9 +142,34 @@ def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
     return im
 
 
-def load_square(path: str | Path, size: int) -> np.ndarray:
+def pad_resize(im: Image.Image, size: int) -> Image.Image:
+    """fastai's `Resize(size, method='pad', pad_mode='zeros')`: padded to a square with black
+    (centred), then resized: the whole image is kept."""
+    w, h = im.size
+    side = max(w, h)
+    if (w, h) != (side, side):
+        square = Image.new("RGB", (side, side))
+        square.paste(im, (int(0.5 * (side - w)), int(0.5 * (side - h))))
+        im = square
+    return im.resize((size, size), Image.BILINEAR) if im.size != (size, size) else im
+
+
+def squish_resize(im: Image.Image, size: int) -> Image.Image:
+    """fastai's `Resize(size, method='squish')`: the whole image, stretched to a square."""
+    return im.resize((size, size), Image.BILINEAR) if im.size != (size, size) else im
+
+
+RESIZE = {"crop": center_crop_resize, "squish": squish_resize, "pad": pad_resize}  # fastai's ResizeMethod
+
+
+def resize_square(im: Image.Image, size: int, method: str = "crop") -> Image.Image:
+    """An RGB image to `size` x `size` the way training's validation and the bundle see it."""
+    return RESIZE[method](im, size)
+
+
+def load_square(path: str | Path, size: int, method: str = "crop") -> np.ndarray:
     """RGB uint8 array of shape (size, size, 3), as the model sees the file; BadImage if not."""
-    return np.asarray(center_crop_resize(open_rgb(path, min_size=size), size))
+    return np.asarray(resize_square(open_rgb(path, min_size=size), size, method))
 
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jfif")

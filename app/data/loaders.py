@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastai.callback.data import WeightedDL
 from fastai.data.block import CategoryBlock, DataBlock
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.load import SkipItemException
@@ -30,9 +31,8 @@ from ..core import ranks as dist
 from ..core.config import TrainConfig
 from ..core.ranks import unwrap_dl
 from .cache import Cache
-from .classes import human_name
 from .images import BadImage, open_rgb
-from .scan import Dataset, scan
+from .scan import Dataset, scan_for
 
 _skipped_at_load: list[tuple[str, str]] = []  # files that went bad after the scan (DataBlock loader)
 
@@ -89,10 +89,22 @@ def norm():
     return Normalize.from_stats(*imagenet_stats)
 
 
-def _item_resize(cfg, size):
-    if cfg.min_scale < 1:
-        return RandomResizedCrop(size, min_scale=cfg.min_scale, ratio=(3 / 4, 4 / 3))
-    return Resize(size)
+def resize_tfm(cfg, size: int) -> Resize:
+    """fastai's Resize with the run's method (crop, squish, pad with black): what validation,
+    evaluation, the bundle and the pickle all do to an image."""
+    return Resize(size, method=getattr(cfg, "resize", "crop"), pad_mode="zeros")
+
+
+def _item_resize(cfg, size) -> list:
+    """Training: fastai's RandomResizedCrop when the recipe crops (min_scale < 1), else Resize.
+    Validation: always the plain Resize (fastai's RandomResizedCrop would validate by squashing to
+    size + 14 % and cropping the centre, which is not what the bundle and the pickle do)."""
+    if cfg.min_scale >= 1:
+        return [resize_tfm(cfg, size)]
+    train = RandomResizedCrop(size, min_scale=cfg.min_scale, ratio=(3 / 4, 4 / 3))
+    valid = resize_tfm(cfg, size)
+    train.split_idx, valid.split_idx = 0, 1
+    return [train, valid]
 
 
 class ItemLabel:
@@ -121,7 +133,7 @@ def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
     val = {it.path for it in ds.items if it.split == "val"}
     return DataBlock(
         blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=ds.names, sort=False)),
-        get_items=lambda _: [it.path for it in ds.items],
+        get_items=lambda _: [it.path for it in ds.items if it.split != "test"],  # a test split never trains
         splitter=FuncSplitter(lambda p: p in val),  # the scan's split, whatever the layout
         get_y=ItemLabel(ds),
         item_tfms=_item_resize(cfg, size),
@@ -131,7 +143,26 @@ def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
 
 def datablock_dls(ds: Dataset, cfg, size: int, device=None):
     kw = {} if cfg.workers < 0 else {"num_workers": cfg.workers}
+    if getattr(cfg, "balance", "none") == "sampler":
+        train = [it for it in ds.items if it.split == "train"]
+        kw.update(dl_type=WeightedDL, dl_kwargs=[{"wgts": sample_weights([it.label for it in train])}, {}])
     return datablock(ds, cfg, size).dataloaders(ds.root, bs=cfg.bs, device=device, **kw)
+
+
+def sample_weights(labels) -> np.ndarray:
+    """Each training item's draw weight for --balance sampler: 1 / its class's count, so every
+    class is drawn as often (fastai's WeightedDL draws with replacement)."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels]
+
+
+def class_weights(ds: Dataset) -> list[float]:
+    """--balance weights: scikit-learn's 'balanced' class weights (n / (k x count)) for the loss."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([it.label for it in ds.items if it.split == "train"])
+    return compute_class_weight("balanced", classes=np.arange(len(ds.classes)), y=y).tolist()
 
 
 class CacheStore:
@@ -214,9 +245,19 @@ class CachedDL(TfmdDL):
             yield TensorImage(x), TensorCategory(y)
 
 
-def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
-    """DataLoaders over the decoded caches ({stored size: Cache}, or one Cache)."""
+class WeightedCachedDL(WeightedDL, CachedDL):
+    """The cached loader drawing its training batches with fastai's WeightedDL (--balance sampler)."""
 
+
+def _cached_datasets(first: Cache, stores: CacheStore, rows: list, splits=None) -> Datasets:
+    names = first.names
+    tfms = [[CachedImage(stores)], [RowLabel(names, first.labels.tolist()), Categorize(vocab=names, sort=False)]]
+    return Datasets(rows, tfms=tfms, splits=splits)
+
+
+def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None):
+    """DataLoaders over the decoded caches ({stored size: Cache}, or one Cache): the training and
+    validation rows (a test split is never in them)."""
     if isinstance(caches, Cache):
         caches = {caches.size: caches}
     device = torch.device(device or "cpu")
@@ -225,17 +266,28 @@ def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None
     stores = CacheStore(caches, device, resident)
     stores.select(size)
     labels = torch.as_tensor(first.labels, device=device)
-    names = [human_name(c) for c in first.classes]
-    splits = [np.flatnonzero(first.splits == 0).tolist(), np.flatnonzero(first.splits == 1).tolist()]
-    dsets = Datasets(
-        list(range(first.n)),
-        tfms=[[CachedImage(stores)], [RowLabel(names, first.labels.tolist()), Categorize(vocab=names, sort=False)]],
-        splits=splits,
-    )
-    return dsets.dataloaders(
-        bs=cfg.bs, dl_type=CachedDL, device=device, stores=stores, labels=labels,
+    train, val = np.flatnonzero(first.splits == 0).tolist(), np.flatnonzero(first.splits == 1).tolist()
+    dsets = _cached_datasets(first, stores, train + val, [list(range(len(train))), list(range(len(train), len(train) + len(val)))])
+    kw = {"dl_type": CachedDL}
+    if getattr(cfg, "balance", "none") == "sampler":
+        kw = {"dl_type": WeightedCachedDL, "dl_kwargs": [{"wgts": sample_weights(first.labels[train])}, {}]}
+    dls = dsets.dataloaders(
+        bs=cfg.bs, device=device, stores=stores, labels=labels, **kw,
         after_batch=[IntToFloatTensor(), ResizeBatch(size), *batch_augs(cfg, size, cached=True), norm()],
     )
+    dls.cache = first
+    return dls
+
+
+def split_dl(dls, ds: Dataset, split: str):
+    """An unshuffled loader over one split's images with the validation transforms: for scoring a
+    test split, or the training images without augmentation (review --train)."""
+    cache = getattr(dls, "cache", None)
+    if cache is not None:
+        code = {"train": 0, "val": 1, "test": 2}[split]
+        rows = np.flatnonzero(cache.splits == code).tolist()
+        return dls.valid.new(_cached_datasets(cache, unwrap_dl(dls.valid).stores, rows), shuffle=False, drop_last=False)
+    return dls.test_dl([it.path for it in ds.items if it.split == split], with_labels=True)
 
 
 def set_size(dls, size: int) -> None:
@@ -264,12 +316,22 @@ def item_paths(dl) -> list[str]:
 def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print, ds=None):
     """(dataset, DataLoaders) for cfg.loader (`ds`: cfg.data already scanned); the cached loader
     builds its cache on first use."""
+
+    ds = ds or dist.rank0_first(lambda: scan_for(cfg, progress=progress))
+    if dist.is_rank0() and ds.layout:
+        log(ds.layout.summary())  # said by every command that reads a dataset, before its cache
+    dls = datablock_dls(ds, cfg, size, device) if cfg.loader == "datablock" else _cached(ds, cfg, size, device,
+                                                                                         progress, log)
+    if getattr(cfg, "balance", "none") == "weights":
+        dls.class_weights = class_weights(ds)
+    return ds, dls
+
+
+def _cached(ds: Dataset, cfg, size: int, device, progress, log):
     from .cache import open_or_build_all, stored_size
 
-    ds = ds or dist.rank0_first(lambda: scan(cfg.data, progress=progress))
-    if cfg.loader == "datablock":
-        return ds, datablock_dls(ds, cfg, size, device)
     sizes = [stored_size(s) for s in cfg.sizes()]
-    caches = dist.rank0_first(lambda: open_or_build_all(ds, sizes, progress=progress, log=log))
+    resize = getattr(cfg, "resize", "crop")
+    caches = dist.rank0_first(lambda: open_or_build_all(ds, sizes, progress=progress, log=log, resize=resize))
     ds.skipped.extend(next(iter(caches.values())).skipped)
-    return ds, cached_dls(caches, cfg, size, device)
+    return cached_dls(caches, cfg, size, device)

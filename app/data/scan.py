@@ -1,9 +1,10 @@
-"""The dataset: check its layout and list its readable images, each file with one verdict.
+"""The dataset: its layout read (layout.py), its readable images listed, each file with one verdict.
 
-ImageNet layout: ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG. Imagenette synsets are
-shown with human names; any other folder name is its own label. Class order is the sorted
-folder order everywhere (vocab, figures, exports), as in torchvision's ImageFolder. Decode
-verdicts are remembered per file (size, mtime) so a second scan only re-checks what changed.
+Class order is the sorted class-key order everywhere (vocab, figures, exports), as in torchvision's
+ImageFolder; classes are shown by their human names (classes.py). Decode verdicts are remembered
+per file (size, mtime) so a second scan only re-checks what changed. A class with no training
+image is left out with a warning (its other files listed as skipped); a class with no validation
+image is kept, with a warning.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from pathlib import Path
 from ..core.errors import DataError
 from ..core.files import write_text
 from ..core.paths import dataset_cache_dir
-from .classes import human_name
+from .classes import class_names
 from .images import BadImage, is_image_name, open_rgb
-from .layout import SPLITS, check_layout
+from .layout import SPLITS, Layout, assign_splits, detect, files, is_ignored
+
+IMBALANCE_WARN = 5.0  # largest / smallest training class above this: a warning
 
 
 @dataclass
 class Item:
     path: Path
-    split: str  # "train" | "val"
+    split: str  # "train" | "val" | "test"
     label: int  # index into Dataset.classes
     side: int = 0  # shorter side in pixels, upright (0: not decoded by the scan)
 
@@ -37,15 +40,22 @@ class Dataset:
     """A scanned dataset: readable images, and every file left out with the reason."""
 
     root: Path
-    classes: list[str]  # folder names (synsets), sorted: the class index order
+    classes: list[str]  # class keys (folder names or CSV labels), sorted: the class index order
     items: list[Item]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     modes: Counter = field(default_factory=Counter)  # Pillow modes of the readable files
     warnings: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # human names, in class order (the vocab)
+    layout: Layout | None = None
+    names_from: str = ""  # words.txt, classes.csv or "" (built-in / the keys)
+
+    def __post_init__(self):
+        if not self.names:
+            self.names = class_names(self.root, self.classes)[0]
 
     @property
-    def names(self) -> list[str]:
-        return [human_name(c) for c in self.classes]
+    def ignored(self) -> list[tuple[str, str]]:
+        return self.layout.ignored if self.layout else []
 
     def split(self, split: str) -> list[Item]:
         return [it for it in self.items if it.split == split]
@@ -55,6 +65,11 @@ class Dataset:
         for it in self.items:
             out[it.split][it.label] += 1
         return out
+
+    def imbalance(self) -> float:
+        """Largest / smallest training class (1.0 when balanced)."""
+        n = [c for c in self.counts()["train"] if c]
+        return max(n) / min(n) if n else 1.0
 
     def median_side(self) -> int:
         """The training images' typical shorter side (0 when the scan did not decode them)."""
@@ -67,12 +82,13 @@ class Dataset:
         for it in sorted(self.items, key=lambda i: str(i.path)):
             st = it.path.stat()
             rel = it.path.relative_to(self.root).as_posix()
-            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{it.label}\n".encode())
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{it.label}|{it.split}\n".encode())
         return h.hexdigest()[:16]
 
 
-def walk_images(folder: Path, skipped: list) -> list[Path]:
-    """Files under `folder`, following directory symlinks but never into a loop."""
+def walk_images(folder: Path, skipped: list, ignored: list | None = None) -> list[Path]:
+    """Files under `folder`, following directory symlinks but never into a loop, and never into
+    hidden or tool folders (.ipynb_checkpoints, __MACOSX, ...), which go to `ignored`."""
     out, seen, stack = [], set(), [folder]
     while stack:
         d = stack.pop()
@@ -97,7 +113,10 @@ def walk_images(folder: Path, skipped: list) -> list[Path]:
             except OSError:
                 skipped.append((str(p), "symlink loop"))
                 continue
-            if is_dir:
+            if is_dir and is_ignored(e.name):
+                if ignored is not None:
+                    ignored.append((str(p), is_ignored(e.name)))
+            elif is_dir:
                 if e.is_symlink() and _is_ancestor(os.path.realpath(p), real):
                     skipped.append((str(p), "symlink loop (points to a folder above it)"))
                 else:
@@ -162,52 +181,56 @@ class _Verdicts:
             pass  # a read-only cache only costs a re-check next time
 
 
-def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None) -> Dataset:
-    """List and check a dataset. `verify` decodes every image (remembered between runs)."""
+def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None, labels=None,
+         valid_pct: float = 0.2, split_seed: int = 42) -> Dataset:
+    """List and check a dataset in any accepted layout. `verify` decodes every image (remembered
+    between runs)."""
     root = Path(root)
-    folders = check_layout(root)
-    classes = folders["train"]
+    lay = detect(root, labels, valid_pct, split_seed)
     skipped: list[tuple[str, str]] = []
-    files = _list_files(root, classes, folders, skipped)
-    verdicts = _verdicts(root, [p for p, _, _ in files], verify, progress, workers)
-    items, modes = [], Counter()
-    for (p, s, label), (reason, mode, side) in zip(files, verdicts):
+    found = assign_splits(lay, files(lay, lambda d, sk: walk_images(d, sk, lay.ignored), skipped))
+    verdicts = _verdicts(root, [p for p, _, _ in found], verify, progress, workers)
+    readable, modes = [], Counter()
+    for (p, s, c), (reason, mode, side) in zip(found, verdicts):
         if reason is None:
-            items.append(Item(p, s, label, side))
+            readable.append((p, s, c, side))
             modes[mode] += 1
         else:
             skipped.append((str(p), reason))
-    ds = Dataset(root, classes, items, skipped, modes)
-    _check_counts(ds, folders, "has no readable image (all skipped)")
-    missing_val = [c for c in classes if c not in folders["val"]]
-    if missing_val:
-        ds.warnings.append(f"no val folder for: {', '.join(missing_val)} (their metrics are undefined)")
+    ds = _dataset(lay, readable, skipped, modes)
+    names, ds.names_from = class_names(root, ds.classes)
+    ds.names = names
     return ds
 
 
-def _list_files(root: Path, classes: list[str], folders: dict, skipped: list) -> list[tuple[Path, str, int]]:
-    """(path, split, label) of every image file name; a class folder without any stops here."""
-    files = []
-    for s in SPLITS:
-        for label, c in enumerate(classes):
-            if c in folders[s]:
-                files += [(p, s, label) for p in walk_images(root / s / c, skipped)]
-    counts = Counter((s, label) for _, s, label in files)
-    for s in SPLITS:
-        for label, c in enumerate(classes):
-            if c in folders[s] and counts[(s, label)] == 0:
-                raise DataError(f"empty class folder: {root / s / c} (no image files)")
-    if not any(s == "val" for _, s, _ in files):
-        raise DataError(f"{root}/val has no images")
-    return files
+def scan_for(cfg, **kw) -> Dataset:
+    """scan() of a run's data as its settings read it (layout options included)."""
+    return scan(cfg.data, labels=cfg.labels or None, valid_pct=cfg.valid_pct, split_seed=cfg.split_seed, **kw)
 
 
-def _check_counts(ds: Dataset, folders: dict, why: str) -> None:
-    after = ds.counts()
-    for s in SPLITS:
-        for label, c in enumerate(ds.classes):
-            if c in folders[s] and after[s][label] == 0:
-                raise DataError(f"class '{c}' in {s} {why}")
+def _dataset(lay: Layout, readable: list, skipped: list, modes: Counter) -> Dataset:
+    """Classes with at least one training image, their items, and a warning for each class left out
+    or without validation images."""
+    train = Counter(c for _, s, c, _ in readable if s == "train")
+    classes = [c for c in lay.classes if train[c]]
+    warnings = [f"class {c!r} has no readable training image: left out (its other files are listed as skipped)"
+                for c in lay.classes if not train[c]]
+    if len(classes) < 2:
+        raise DataError(f"{lay.root}: {len(classes)} class(es) with readable training images; a classifier needs 2")
+    index = {c: i for i, c in enumerate(classes)}
+    items = [Item(p, s, index[c], side) for p, s, c, side in readable if c in index]
+    skipped += [(str(p), f"its class {c!r} has no training image") for p, _, c, _ in readable if c not in index]
+    if not any(it.split == "val" for it in items):
+        raise DataError(f"{lay.root} has no validation images ({lay.summary()})")
+    ds = Dataset(lay.root, classes, items, skipped, modes, warnings, names=list(classes), layout=lay)
+    no_val = [c for c, n in zip(classes, ds.counts()["val"]) if not n]
+    if no_val:
+        ds.warnings.append(f"no validation images for {len(no_val)} class(es): {', '.join(no_val[:10])}"
+                           f"{' ...' if len(no_val) > 10 else ''} (left out of the macro averages)")
+    if ds.imbalance() > IMBALANCE_WARN:
+        ds.warnings.append(f"imbalanced: the largest training class has {ds.imbalance():.1f}x the images of the "
+                           "smallest (over 5); consider --balance weights or sampler")
+    return ds
 
 
 def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) -> list[tuple[str | None, str, int]]:

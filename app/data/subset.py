@@ -1,4 +1,5 @@
-"""Class-balanced random subsets of an ImageNet-style dataset (tests, bench, the transfer bench)."""
+"""Class-balanced random subsets of a dataset in any layout, written as split folders
+(train/<class>/, val/<class>/): for tests, the benches and a quick look at a big dataset."""
 
 from __future__ import annotations
 
@@ -7,27 +8,28 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import DataError
-from .layout import check_layout
+from .layout import assign_splits, detect, files
 from .scan import walk_images
 
 
 def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes: list[str] | None = None,
-                seed: int = 0) -> Path:
+                seed: int = 0, labels=None) -> Path:
     """Copy up to `train`/`val` random images per class of `src` to `dst` (which must not exist).
     `val` < 0 takes every validation image of the chosen classes."""
     src, dst = Path(src), Path(dst)
-    folders = check_layout(src)
+    lay = detect(src, labels)
     if dst.exists():
         raise DataError(f"{dst} already exists; nothing was overwritten")
-    chosen = classes or folders["train"]
-    unknown = [c for c in chosen if c not in folders["train"]]
+    chosen = classes or lay.classes
+    unknown = [c for c in chosen if c not in lay.classes]
     if unknown:
-        raise DataError(f"no such class in {src}/train: {', '.join(unknown)}")
+        raise DataError(f"no such class in {src}: {', '.join(unknown)}")
+    found = assign_splits(lay, files(lay, walk_images, []))
     rng = random.Random(seed)
     for split, n in (("train", train), ("val", val)):
         for c in chosen:
-            files = [p for p in walk_images(src / split / c, []) if p.is_file()]
-            for p in rng.sample(files, len(files) if n < 0 else min(n, len(files))):
+            pool = [p for p, s, k in found if s == split and k == c and p.is_file()]
+            for p in rng.sample(pool, len(pool) if n < 0 else min(n, len(pool))):
                 out = dst / split / c / p.name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, out)

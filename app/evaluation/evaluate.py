@@ -7,13 +7,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastai.interpret import ClassificationInterpretation
 
 from ..core.files import read_json, write_json, write_text
 from ..core.ranks import is_rank0
 from ..data.loaders import item_paths
+from .metrics import confusion_entry, metrics_from, split_file
 
 
 class Interp(ClassificationInterpretation):
@@ -40,46 +40,38 @@ class Interp(ClassificationInterpretation):
         return torch.bincount(t * n + d, minlength=n * n).reshape(n, n).numpy()
 
 
-def metrics_from(probs, targs, vocab) -> dict:
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    y, p = np.asarray(targs), np.asarray(probs).argmax(1)
-    labels = list(range(len(vocab)))
-    P, R, F, S = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
-    mp, mr, mf, _ = precision_recall_fscore_support(y, p, labels=labels, average="macro", zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y, p)),
-        "precision_macro": float(mp),
-        "recall_macro": float(mr),
-        "f1_macro": float(mf),
-        "n": int(len(y)),
-        "per_class": {
-            name: {"precision": float(P[i]), "recall": float(R[i]), "f1": float(F[i]), "support": int(S[i])}
-            for i, name in enumerate(vocab)
-        },
-    }
-
-
 def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figures: bool = True,
-                     ds=None, which: str = "last") -> dict:
+                     ds=None, which: str = "last", split: str = "val") -> dict:
     """Metrics, interpretation and figures for `learn` (the run's `which` model) on its validation
-    set, into `run`."""
+    set, or on the layout's test split (files of their own, beside the validation ones), into `run`."""
     from . import figures as fig
 
     run = Path(run)
-    interp = Interp.compute(learn)
+    dl = None if split == "val" else _split_loader(learn, ds, split)
+    interp = Interp.compute(learn, dl)
     m = scores(learn, interp, cfg, tta)
-    m["model"] = which
+    m.update(model=which, split=split)
     if not is_rank0():
         return m
-    _keep_earlier_tta(run / "metrics.json", m)
-    write_json(run / "metrics.json", m)
-    write_top_losses(interp, run / "top_losses.csv", ds)
+    _keep_earlier_tta(split_file(run, "metrics", "json", split), m)
+    write_json(split_file(run, "metrics", "json", split), m)
+    write_top_losses(interp, split_file(run, "top_losses", "csv", split), ds)
     log(format_metrics(m))
     if figures:
-        fig.draw_all(fig.FigureInputs(run, m, learn, interp, ds), log=log)
-        write_text(run / "summary.txt", model_summary(learn))
+        fig.draw_all(fig.FigureInputs(run, m, learn, interp, ds, split), log=log)
+        if split == "val":
+            write_text(run / "summary.txt", model_summary(learn))
     return m
+
+
+def _split_loader(learn, ds, split: str):
+    from ..core.errors import DataError
+    from ..data.loaders import split_dl
+
+    if ds is None or not ds.split(split):
+        raise DataError(f"this dataset has no {split} split ({ds.layout.summary() if ds else 'no dataset'}); "
+                        "a test split is a test/ folder beside train/")
+    return split_dl(learn.dls, ds, split)
 
 
 def scores(learn, interp, cfg, tta: bool) -> dict:
@@ -87,12 +79,12 @@ def scores(learn, interp, cfg, tta: bool) -> dict:
     (computed from TTA's own predictions) when asked."""
     vocab = list(learn.dls.vocab)
     m = metrics_from(interp.probs, interp.targs, vocab)
-    m["confusion"] = interp.confusion_matrix().tolist()
+    m.update(confusion_entry(interp.confusion_matrix()))
     m["most_confused"] = [[str(a), str(p), int(n)] for a, p, n in interp.most_confused(min_val=1)[:20]]
     m["classes"] = vocab
     m["size"] = getattr(learn, "cur_size", cfg.size)
     if tta:
-        tp, tt = learn.tta(dl=learn.dls.valid)
+        tp, tt = learn.tta(dl=interp.dl)
         t = metrics_from(tp, tt, vocab)
         m["tta"] = {k: t[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}
     return m
@@ -134,18 +126,22 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  "
-             f"recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']})"]
+    over = m.get("macro_over", len(m["per_class"]))
+    lines = [f"{'test split: ' if m.get('split') == 'test' else ''}accuracy {m['accuracy']:.4f}  precision "
+             f"{m['precision_macro']:.4f}  recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']})"]
+    if over < len(m["per_class"]):
+        lines.append(f"macro averages over the {over} of {len(m['per_class'])} classes that have images here "
+                     f"(none: {', '.join(m['classes_without_images'][:5])})")
     if "tta" in m:
         lines.append(f"with TTA: accuracy {m['tta']['accuracy']:.4f}  F1 {m['tta']['f1_macro']:.4f}")
     return "\n".join(lines)
 
 
 def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: str | None = None,
-                 console=None) -> dict:
+                 console=None, split: str = "val") -> dict:
     """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it."""
     from ..model.learner import load_run
 
     log = console.print if console else print
     learn, cfg, ds = load_run(run, which=which, data=data, log=log)
-    return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which)
+    return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which, split=split)

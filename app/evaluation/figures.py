@@ -51,20 +51,25 @@ def _col(rows, name, cast=float):
     return np.array(out)
 
 
+SAMPLE_CLASSES = 12  # the sample grid shows at most this many classes (chosen at random beyond)
+CONFUSION_LABELLED = 25  # above this many classes: the whole matrix unlabelled + the most confused, labelled
+PER_CLASS_SHOWN = 40  # above this many classes: the per-class chart shows the 20 worst and 20 best
+
+
 def sample_grid(ds, path: Path, per_class: int = 5, seed: int = 0) -> Path:
-    """A few training images per class, titled with the human class name."""
+    """A few training images per class, titled with the human class name; with many classes, a
+    random few of them (the title says how many)."""
     from ..data.images import BadImage, open_rgb
 
     rng = random.Random(seed)
     names = ds.names
-    n = len(names)
-    fig, axes = plt.subplots(n, per_class, figsize=(1.6 * per_class, 1.7 * n), squeeze=False, dpi=90)
-    by_class = {i: [it for it in ds.items if it.label == i and it.split == "train"] for i in range(n)}
-    for i in range(n):
-        pool = by_class[i] or [it for it in ds.items if it.label == i]
+    shown = sorted(rng.sample(range(len(names)), min(SAMPLE_CLASSES, len(names))))
+    fig, axes = plt.subplots(len(shown), per_class, figsize=(1.6 * per_class, 1.7 * len(shown)), squeeze=False, dpi=90)
+    for row, i in enumerate(shown):
+        pool = [it for it in ds.items if it.label == i and it.split == "train"] or [it for it in ds.items if it.label == i]
         picks = rng.sample(pool, min(per_class, len(pool)))
         for j in range(per_class):
-            ax = axes[i][j]
+            ax = axes[row][j]
             ax.axis("off")
             if j < len(picks):
                 try:
@@ -75,7 +80,8 @@ def sample_grid(ds, path: Path, per_class: int = 5, seed: int = 0) -> Path:
                     pass
             if j == 0:
                 ax.set_title(names[i], loc="left", fontsize=10, fontweight="bold")
-    fig.suptitle(f"Dataset samples: {per_class} training images per class", fontsize=13, y=1.0)
+    which = "class" if len(shown) == len(names) else f"class, {len(shown)} of the {len(names)} classes (at random)"
+    fig.suptitle(f"Dataset samples: {per_class} training images per {which}", fontsize=13, y=1.0)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -176,47 +182,102 @@ def overall_metrics(m: dict, path: Path) -> Path:
             ax.text(bar.get_x() + bar.get_width() / 2, t + 2.5, f"TTA {t:.2f}%", ha="center", fontsize=9)
         ax.legend(loc="lower right")
     ax.set(ylim=(0, 108), ylabel="score on the validation set (%)",
-           title=f"Overall metrics (n = {m['n']} validation images)")
+           title=f"Overall metrics (n = {m['n']} {'test' if m.get('split') == 'test' else 'validation'} images)")
     return _save(fig, path)
 
 
 def confusion(m: dict, path: Path) -> Path:
-    cm = np.array(m["confusion"])
-    names = m["classes"]
+    from .metrics import confusion_of
+
+    cm, names = confusion_of(m), m["classes"]
+    if len(names) > CONFUSION_LABELLED:
+        return _confusion_many(cm, names, path)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(names)
     side = max(5.5, 0.55 * n + 2.5)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
     for ax, mat, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm * 100, "row-normalised (% of actual)", ".0f")):
-        ax.imshow(mat, cmap="Blues")
-        ax.grid(False)
-        ax.set_xticks(range(n), names, rotation=45, ha="right")
-        ax.set_yticks(range(n), names)
-        ax.set(xlabel="predicted class", ylabel="actual class", title=f"Confusion matrix, {title}")
-        hi = mat.max() / 2
-        for i in range(n):
-            for j in range(n):
-                v = mat[i, j]
-                if n <= 20:
-                    ax.text(j, i, format(int(v) if fmt == "d" else v, fmt), ha="center", va="center",
-                            fontsize=8, color="white" if v > hi else "black")
+        _matrix(ax, mat, names, f"Confusion matrix, {title}", fmt if n <= 20 else None)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _matrix(ax, mat, names, title: str, fmt: str | None) -> None:
+    n = len(names)
+    ax.imshow(mat, cmap="Blues")
+    ax.grid(False)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set(xlabel="predicted class", ylabel="actual class", title=title)
+    hi = mat.max() / 2
+    for i in range(n if fmt else 0):
+        for j in range(n):
+            v = mat[i, j]
+            ax.text(j, i, format(int(v) if fmt == "d" else v, fmt), ha="center", va="center",
+                    fontsize=8, color="white" if v > hi else "black")
+
+
+def most_confused_classes(cm: np.ndarray, k: int) -> list[int]:
+    """The k classes most involved in mistakes (their row's and column's off-diagonal counts)."""
+    off = cm - np.diag(np.diag(cm))
+    return sorted(np.argsort(-(off.sum(0) + off.sum(1)), kind="stable")[:k].tolist())
+
+
+def _confusion_many(cm: np.ndarray, names: list[str], path: Path) -> Path:
+    """Many classes: the whole row-normalised matrix as a picture (no labels: they would not fit),
+    and the CONFUSION_LABELLED most confused classes' counts, labelled."""
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    keep = most_confused_classes(cm, CONFUSION_LABELLED)
+    fig, axes = plt.subplots(1, 2, figsize=(21, 10), gridspec_kw={"width_ratios": [1, 1.15]})
+    axes[0].imshow(norm * 100, cmap="Blues", interpolation="nearest", vmax=max(1e-9, float(np.percentile(norm * 100, 99.9))))
+    axes[0].grid(False)
+    axes[0].set(xlabel="predicted class (index in class order)", ylabel="actual class (index)",
+                title=f"All {len(names)} classes, row-normalised (% of actual)")
+    sub = cm[np.ix_(keep, keep)]
+    _matrix(axes[1], sub, [names[i] for i in keep],
+            f"Counts among the {len(keep)} most confused classes", "d" if len(keep) <= 25 else None)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def per_class(m: dict, path: Path) -> Path:
-    names = m["classes"]
+    """Precision, recall and F1 per class; with many classes the 20 lowest and 20 highest F1, as
+    horizontal bars (classes without images in the split are left out, and the title says so)."""
     pc = m["per_class"]
-    x = np.arange(len(names))
-    w = 0.27
+    names = [n for n in m["classes"] if pc[n]["f1"] is not None]
+    left_out = len(m["classes"]) - len(names)
+    if len(names) > PER_CLASS_SHOWN:
+        by_f1 = sorted(names, key=lambda n: pc[n]["f1"])
+        names = by_f1[: PER_CLASS_SHOWN // 2] + by_f1[-(PER_CLASS_SHOWN // 2):]
+        return _per_class_bars(m, names, path, f"the {PER_CLASS_SHOWN // 2} lowest and highest F1 of "
+                                                f"{len(by_f1)} classes", left_out)
+    x, w = np.arange(len(names)), 0.27
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names) + 2), 4.8))
     for k, (key, lbl) in enumerate((("precision", "precision"), ("recall", "recall"), ("f1", "F1"))):
         ax.bar(x + (k - 1) * w, [pc[n][key] * 100 for n in names], w, label=lbl)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set(ylim=(0, 118), ylabel="score (%)", title="Per-class precision, recall and F1 (validation set)")
+    ax.set(ylim=(0, 118), ylabel="score (%)", title="Per-class precision, recall and F1 " + _split_words(m, left_out))
     ax.set_yticks(range(0, 101, 20))
     ax.axhline(m["accuracy"] * 100, color="k", ls=":", lw=1, label=f"overall accuracy {m['accuracy'] * 100:.1f}%")
     ax.legend(loc="upper center", fontsize=8, ncol=4)
+    return _save(fig, path)
+
+
+def _split_words(m: dict, left_out: int) -> str:
+    where = "(test split)" if m.get("split") == "test" else "(validation set)"
+    return where + (f"; {left_out} class(es) without images left out" if left_out else "")
+
+
+def _per_class_bars(m: dict, names: list[str], path: Path, what: str, left_out: int) -> Path:
+    pc, y, h = m["per_class"], np.arange(len(names)), 0.27
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(names) + 1.5))
+    for k, key in enumerate(("precision", "recall", "f1")):
+        ax.barh(y + (k - 1) * h, [pc[n][key] * 100 for n in names], h, label=key if key != "f1" else "F1")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.axhline(len(names) / 2 - 0.5, color="gray", lw=1, ls="--")
+    ax.axvline(m["accuracy"] * 100, color="k", ls=":", lw=1, label=f"overall accuracy {m['accuracy'] * 100:.1f}%")
+    ax.set(xlim=(0, 100), xlabel="score (%)", title=f"Per-class scores: {what} {_split_words(m, left_out)}")
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
@@ -326,6 +387,7 @@ class FigureInputs:
     learn: object = None
     interp: object = None
     ds: object = None
+    split: str = "val"  # "test": the figures of a test split's evaluation, in files of their own
 
 
 @dataclass(frozen=True)
@@ -334,6 +396,7 @@ class Figure:
     file: str  # RUN/figures/<file>; .jpg for photo grids (a tenth of a PNG's bytes in the report)
     caption: str
     wide: bool  # the report's full width (else its two-column grid)
+    per_split: bool  # drawn again, into <file>_test, for `evaluate --split test`
     draw: Callable[[FigureInputs, Path], Path | None]
 
 
@@ -343,41 +406,44 @@ def _lr_find(i: FigureInputs, p: Path) -> Path | None:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("samples", "01_dataset_samples.jpg", "Dataset samples (training images, human class names)", True,
+    Figure("samples", "01_dataset_samples.jpg", "Dataset samples (training images, human class names)", True, False,
            lambda i, p: sample_grid(i.ds, p) if i.ds is not None else None),
-    Figure("loss", "02_loss_per_epoch.png", "Training and validation loss per epoch", False,
+    Figure("loss", "02_loss_per_epoch.png", "Training and validation loss per epoch", False, False,
            lambda i, p: loss_per_epoch(i.run / "history.csv", p)),
-    Figure("accuracy", "03_accuracy_per_epoch.png", "Validation accuracy per epoch", False,
+    Figure("accuracy", "03_accuracy_per_epoch.png", "Validation accuracy per epoch", False, False,
            lambda i, p: accuracy_per_epoch(i.run / "history.csv", p)),
     Figure("curve", "04_learning_curve.png",
-           "Learning curve: per-batch training loss, validation loss at epoch ends, learning rate", True,
+           "Learning curve: per-batch training loss, validation loss at epoch ends, learning rate", True, False,
            lambda i, p: learning_curve(i.run / "batches.csv", i.run / "history.csv", p)),
-    Figure("overall", "05_overall_metrics.png", "Overall metrics", False,
+    Figure("overall", "05_overall_metrics.png", "Overall metrics", False, True,
            lambda i, p: overall_metrics(i.metrics, p) if i.metrics else None),
-    Figure("confusion", "06_confusion_matrix.png", "Confusion matrix (counts and row-normalised)", True,
+    Figure("confusion", "06_confusion_matrix.png", "Confusion matrix (counts and row-normalised)", True, True,
            lambda i, p: confusion(i.metrics, p) if i.metrics else None),
-    Figure("per_class", "07_per_class_metrics.png", "Per-class precision, recall and F1", False,
+    Figure("per_class", "07_per_class_metrics.png", "Per-class precision, recall and F1", False, True,
            lambda i, p: per_class(i.metrics, p) if i.metrics else None),
-    Figure("architecture", "08_model_architecture.png", "Model architecture (from the real model)", True,
+    Figure("architecture", "08_model_architecture.png", "Model architecture (from the real model)", True, False,
            lambda i, p: architecture(i.learn.model, (i.metrics or {}).get("size", 128), p) if i.learn else None),
-    Figure("top_losses", "09_top_losses.jpg", "Top losses (fastai plot_top_losses)", True,
+    Figure("top_losses", "09_top_losses.jpg", "Top losses (fastai plot_top_losses)", True, True,
            lambda i, p: top_losses(i.interp, p) if i.interp is not None else None),
-    Figure("lr_find", "10_lr_find.png", "Learning-rate finder", False, _lr_find),
+    Figure("lr_find", "10_lr_find.png", "Learning-rate finder", False, False, _lr_find),
 )
 BY_KEY = {f.key: f for f in FIGURES}
 
 
-def figure_path(run: Path, key: str) -> Path:
-    return Path(run) / "figures" / BY_KEY[key].file
+def figure_path(run: Path, key: str, split: str = "val") -> Path:
+    f = Path(BY_KEY[key].file)
+    name = f.name if split == "val" else f"{f.stem}_{split}{f.suffix}"
+    return Path(run) / "figures" / name
 
 
 def draw(key: str, inputs: FigureInputs) -> Path | None:
     """One figure of the table into its file; None when this run has nothing to draw it from."""
-    return BY_KEY[key].draw(inputs, figure_path(inputs.run, key))
+    return BY_KEY[key].draw(inputs, figure_path(inputs.run, key, inputs.split))
 
 
 def draw_all(inputs: FigureInputs, log=print) -> list[Path]:
-    """Every figure that can be drawn for the run; returns the files written."""
-    out = [p for f in FIGURES if (p := draw(f.key, inputs))]
+    """Every figure that can be drawn for the run (for a test split: those of its evaluation)."""
+    keys = [f.key for f in FIGURES if f.per_split or inputs.split == "val"]
+    out = [p for k in keys if (p := draw(k, inputs))]
     log(f"figures: {len(out)} files in {Path(inputs.run) / 'figures'}")
     return out

@@ -64,7 +64,7 @@ def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset())
 
 
 def _pct(x) -> str:
-    return f"{100 * float(x):.2f}%"
+    return "-" if x is None else f"{100 * float(x):.2f}%"
 
 
 def _readable(value: str) -> str:
@@ -91,7 +91,7 @@ def write_report(run: str | Path) -> Path:
     cfg, meta = load_config(run)
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
     sections = [_header(run, cfg, meta, m), _configuration(cfg, meta), _metrics(m), _history(run), _figures(run),
-                _top_losses(run), _skipped(run), _summary(run)]
+                _top_losses(run), _test_split(run, cfg), _skipped(run), _summary(run)]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width,initial-scale=1"><title>{html.escape(run.name)}: report</title>'
             f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(sections)}</main></body></html>')
@@ -109,15 +109,23 @@ def _header(run: Path, cfg, meta: dict, m: dict | None) -> str:
     if "plan" in meta:
         parts.append(f'<p class="sub"><b>Time budget:</b> {e(meta["plan"].get("summary", ""))}</p>')
     if m:
-        cards = [("accuracy", m["accuracy"]), ("macro precision", m["precision_macro"]),
-                 ("macro recall", m["recall_macro"]), ("macro F1", m["f1_macro"])]
-        if "tta" in m:
-            cards.append(("accuracy with TTA", m["tta"]["accuracy"]))
-        parts.append('<div class="cards">' + "".join(
-            f'<div class="card"><b>{_pct(v)}</b><span>{e(k)}</span></div>' for k, v in cards) + "</div>")
-        parts.append(f'<p class="sub">{e(m.get("model", "last"))} model, on {m["n"]} validation images at '
-                     f'{m.get("size", cfg.size)} px</p>')
+        parts.append(_cards(m, cfg))
     return "".join(parts)
+
+
+def _cards(m: dict, cfg) -> str:
+    e = html.escape
+    cards = [("accuracy", m["accuracy"]), ("macro precision", m["precision_macro"]),
+             ("macro recall", m["recall_macro"]), ("macro F1", m["f1_macro"])]
+    if "tta" in m:
+        cards.append(("accuracy with TTA", m["tta"]["accuracy"]))
+    where = "test" if m.get("split") == "test" else "validation"
+    over, n_cls = m.get("macro_over", len(m["per_class"])), len(m["per_class"])
+    macro = "" if over == n_cls else f"; macro averages over the {over} of {n_cls} classes with {where} images"
+    return ('<div class="cards">' + "".join(f'<div class="card"><b>{_pct(v)}</b><span>{e(k)}</span></div>'
+                                            for k, v in cards) + "</div>"
+            + f'<p class="sub">{e(str(m.get("model", "last")))} model, on {e(str(m["n"]))} {where} images at '
+              f'{e(str(m.get("size", cfg.size)))} px{e(macro)}</p>')
 
 
 def _configuration(cfg, meta: dict) -> str:
@@ -135,13 +143,15 @@ def _metrics(m: dict | None) -> str:
     if not m:
         return ""
     e = html.escape
-    rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
+    rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), e(str(v["support"]))]
             for n, v in m["per_class"].items()]
     rows.append(["<b>macro average</b>", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
-                 _pct(m["f1_macro"]), m["n"]])
-    mc = [[e(a), e(p), n] for a, p, n in m.get("most_confused", [])[:15]]
-    return ("<h2>Metrics per class</h2>" + _table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4})
-            + "<h2>Most confused pairs</h2>"
+                 _pct(m["f1_macro"]), e(str(m["n"]))])
+    table = _table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4})
+    if len(rows) > 51:  # many classes: folded, so the page stays readable
+        table = f"<details><summary>{len(rows) - 1} classes (open)</summary>{table}</details>"
+    mc = [[e(str(a)), e(str(p)), e(str(n))] for a, p, n in m.get("most_confused", [])[:15]]
+    return ("<h2>Metrics per class</h2>" + table + "<h2>Most confused pairs</h2>"
             + (_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>"))
 
 
@@ -153,8 +163,8 @@ def _history(run: Path) -> str:
                                                 set(range(1, len(rows[0]) - 2)))
 
 
-def _figures(run: Path) -> str:
-    figs = [(f, figure_path(run, f.key)) for f in FIGURES if figure_path(run, f.key).is_file()]
+def _figures(run: Path, split: str = "val") -> str:
+    figs = [(f, figure_path(run, f.key, split)) for f in FIGURES if figure_path(run, f.key, split).is_file()]
     if not figs:
         return ""
 
@@ -163,7 +173,8 @@ def _figures(run: Path) -> str:
         return f'<figure><img alt="{cap}" src="{_img(p)}"><figcaption>{cap}</figcaption></figure>'
 
     small = [figure(f, p) for f, p in figs if not f.wide]
-    return ("<h2>Figures</h2>" + "".join(figure(f, p) for f, p in figs if f.wide)
+    return (f"<h{2 if split == 'val' else 3}>Figures</h{2 if split == 'val' else 3}>"
+            + "".join(figure(f, p) for f, p in figs if f.wide)
             + (f'<div class="grid">{"".join(small)}</div>' if small else ""))
 
 
@@ -177,6 +188,16 @@ def _top_losses(run: Path) -> str:
     return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
         [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
          r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5})
+
+
+def _test_split(run: Path, cfg) -> str:
+    """`evaluate --split test`: its own section, beside (never instead of) the validation results."""
+    f = run / "metrics_test.json"
+    if not f.is_file():
+        return ""
+    m = read_json(f)
+    return ('<h2>Test split (never used to choose the model)</h2>' + _cards(m, cfg)
+            + _metrics(m).replace("<h2>", "<h3>").replace("</h2>", "</h3>") + _figures(run, "test"))
 
 
 def _skipped(run: Path) -> str:

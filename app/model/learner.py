@@ -21,12 +21,14 @@ from .callbacks import GradientClipWhenOver, ModelInputs
 from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights
 
 
-def make_loss(label_smoothing: float):
+def make_loss(label_smoothing: float, weight=None):
+    """fastai's cross-entropy (label-smoothed when asked); `weight`: per-class weights (--balance
+    weights), a tensor on the training device."""
     from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 
     if label_smoothing > 0:
-        return LabelSmoothingCrossEntropyFlat(eps=label_smoothing)
-    return CrossEntropyLossFlat()
+        return LabelSmoothingCrossEntropyFlat(eps=label_smoothing, weight=weight)
+    return CrossEntropyLossFlat(weight=weight)
 
 
 def build_learner(dls, weights: Weights | str = "none", label_smoothing: float = 0.0, wd=None, path=".",
@@ -73,6 +75,8 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
     weights = weights or resolve_weights(cfg.weights)
     learn = build_learner(dls, weights, cfg.label_smoothing, wd=cfg.wd, path=run or ".", cbs=list(cbs), log=log,
                           head_dropout=cfg.head_dropout, body_layers=cfg.body_layers)
+    if cfg.balance == "weights" and getattr(dls, "class_weights", None) is not None:
+        learn.loss_func = make_loss(cfg.label_smoothing, torch.tensor(dls.class_weights, device=device))
     if not show_progress() or not dist.is_rank0():
         quiet(learn)
         learn.logger = noop  # fastai prints each epoch's row; ours are logged by HistoryCSV

@@ -27,6 +27,11 @@ from ..core.rundir import load_config
 from ..model.bundle import BUNDLE_FORMAT, to_input
 
 ONNX_OPSET = 17
+RESIZE_WORDS = {  # model.json's words for each fastai ResizeMethod (input.resize_method)
+    "crop": "centre crop to square, bilinear resize (fastai Resize, method crop)",
+    "squish": "the whole image stretched to square, bilinear (fastai Resize, method squish)",
+    "pad": "padded to square with black, centred, then bilinear resize (fastai Resize, method pad, zeros)",
+}
 
 
 def _targets(run: Path, to: Path | None) -> tuple[Path, Path]:
@@ -49,12 +54,12 @@ def plain_model(learn):
 
 def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print) -> tuple[Path, Path]:
     """Both artefacts for a trained `learn` from `run`; neither overwrites anything."""
-    from ..data.scan import scan
+    from ..data.scan import scan_for
 
     run = Path(run)
     pkl, bundle = _targets(run, to)
     cfg, meta = load_config(run)
-    ds = ds or scan(cfg.data)
+    ds = ds or scan_for(cfg)
     model = plain_model(learn)
     pkl.parent.mkdir(parents=True, exist_ok=True)
     export_pickle(model, cfg, ds, list(learn.dls.vocab), pkl)
@@ -70,15 +75,14 @@ def stock_dls(ds, cfg, vocab: list[str]):
     training, and nothing of this package, so the pickle loads wherever fastai does."""
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import RandomSplitter
-    from fastai.vision.augment import Resize
     from fastai.vision.data import ImageBlock
 
-    from ..data.loaders import batch_augs, norm
+    from ..data.loaders import batch_augs, norm, resize_tfm
 
     picks = [next(i for i in ds.items if i.split == s) for s in ("train", "val")]
     block = DataBlock.from_columns(
         blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
-        item_tfms=Resize(cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
+        item_tfms=resize_tfm(cfg, cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
     )
     items = ([str(i.path) for i in picks], [vocab[i.label] for i in picks])
     return block.dataloaders(items, path=ds.root, bs=2, num_workers=0)
@@ -128,14 +132,14 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
     classes = meta.get("classes") or []
     n = norm()
     mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
-    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg.size, mean, std))
+    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
     info = {
         "format": BUNDLE_FORMAT,
         "architecture": _architecture(model, len(classes), len(state)),
         "classes": classes,
         "synsets": meta.get("synsets") or classes,
         "input": {"size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
-                  "resize": "centre crop to square, bilinear resize (fastai Resize)", "scale": 1 / 255},
+                  "resize": RESIZE_WORDS[cfg.resize], "resize_method": cfg.resize, "scale": 1 / 255},
         "normalize": {"mean": mean, "std": std},
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
                  "dynamic_batch": True, "max_abs_diff_vs_torch": diff},
@@ -177,7 +181,7 @@ def _lib_versions() -> dict:
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
 
 
-def _sample_inputs(ds, size: int, mean, std, n: int = 16) -> np.ndarray:
+def _sample_inputs(ds, size: int, mean, std, resize: str = "crop", n: int = 16) -> np.ndarray:
     """Real validation images, loaded and preprocessed exactly as `predict` does."""
     from ..data.images import BadImage, load_square
 
@@ -185,7 +189,7 @@ def _sample_inputs(ds, size: int, mean, std, n: int = 16) -> np.ndarray:
     arrs = []
     for it in val[:: max(1, len(val) // n)]:
         try:
-            arrs.append(load_square(it.path, size))
+            arrs.append(load_square(it.path, size, resize))
         except BadImage:
             continue
         if len(arrs) == n:

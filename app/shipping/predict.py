@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError, ModelError, NothingToDo, RunError, first_line
-from ..data.images import BadImage, load_square, open_rgb
+from ..data.images import RESIZE, BadImage, load_square, open_rgb
 from ..model.bundle import onnx_session, read_meta, softmax, to_input
 
 
@@ -44,13 +44,16 @@ class BundlePredictor:
         try:
             self.classes = self.meta["classes"]
             self.size = int(self.meta["input"]["size"])
+            self.resize = self.meta["input"].get("resize_method", "crop")  # bundles before --resize: crop
+            if self.resize not in RESIZE:
+                raise KeyError(f"input.resize_method {self.resize!r}")
             self.mean, self.std = self.meta["normalize"]["mean"], self.meta["normalize"]["std"]
         except (KeyError, TypeError) as e:
             raise ModelError(f"{bundle / 'model.json'} is not a valid bundle description (missing {e})") from None
         self.sess = onnx_session(bundle / "model.onnx", ort.get_available_providers())
 
     def load(self, path: Path) -> np.ndarray:
-        return load_square(path, self.size)
+        return load_square(path, self.size, self.resize)
 
     def probs(self, arrays: list[np.ndarray]) -> np.ndarray:
         return softmax(self.logits(arrays))

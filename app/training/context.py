@@ -39,7 +39,7 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         run = Path(resume)
         cfg, _ = load_config(run)
     else:
-        cfg = cfg.replace(data=str(resolve_data(cfg.data)))
+        cfg = cfg.replace(data=str(resolve_data(cfg.data).resolve()))  # any folder can evaluate or resume it
     check_sizes(cfg)
     device = pick_device(cfg.device, log=console.print if console else print)
     dist.init(device)
@@ -48,6 +48,9 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
     seed_everything(cfg.seed, device)
     log = run_logger(run, console)
     ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log, ds=ds)  # resized per epoch later
+    cfg = cfg.replace(labels=ds.layout.labels if ds.layout else cfg.labels)  # the CSV's absolute path
+    for w in ds.warnings:
+        log(f"warning: {w}")
     if dist.is_rank0():
         write_skipped(ds.skipped, run / "skipped.csv")
         if ds.skipped:
@@ -55,5 +58,6 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         if not resume:
             save_config(run, cfg, versions=versions(), device=device_info(device), seed=cfg.seed,
                         classes=list(dls.vocab), synsets=ds.classes, data_fingerprint=ds.fingerprint(),
+                        layout=ds.layout.spec(), class_names_from=ds.names_from,
                         status="running", world_size=dist.world_size(), **info)
     return RunContext(run, cfg, device, log, ds, dls, started)

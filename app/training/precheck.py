@@ -6,11 +6,12 @@ from pathlib import Path
 
 from ..core.files import refuse_existing
 from ..core.rundir import load_config
-from ..data.layout import check_layout
+from ..data.layout import detect
 from ..model.weights import check_weights
 
 
-def precheck(out=None, resume=None, weights: str | None = None, data=None) -> None:
+def precheck(out=None, resume=None, weights: str | None = None, data=None, labels=None, valid_pct: float = 0.2,
+             split_seed: int = 42) -> None:
     """--resume names a run; --out does not exist; --weights and --data exist and look right."""
     if resume:
         load_config(resume)
@@ -18,4 +19,4 @@ def precheck(out=None, resume=None, weights: str | None = None, data=None) -> No
     refuse_existing(out)
     check_weights(weights)
     if data:
-        check_layout(Path(data))
+        detect(Path(data), labels, valid_pct, split_seed)

@@ -68,11 +68,11 @@ def _fit_size(cfg: TrainConfig, console, progress):
     """The main job on images smaller than its recipe's size trains at their size (one line says so);
     returns the settings and the scanned dataset, which the session then reuses."""
     from ..data.download import resolve_data
-    from ..data.scan import scan
+    from ..data.scan import scan_for
     from .presets import fit_size_to_images
 
     data = resolve_data(cfg.data)
-    ds = scan(data, progress=progress)
+    ds = scan_for(cfg.replace(data=str(data)), progress=progress)
     side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
     if fitted.size != cfg.size and console:
