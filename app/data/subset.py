@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import DataError
+from .classes import NAME_FILES
 from .layout import assign_splits, detect, files
 from .scan import walk_images
 
@@ -33,4 +34,7 @@ def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes:
                 out = dst / split / c / p.name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, out)
+    for name in NAME_FILES:  # the subset keeps its classes' human names
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
     return dst

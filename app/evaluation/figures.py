@@ -81,7 +81,7 @@ def sample_grid(ds, path: Path, per_class: int = 5, seed: int = 0) -> Path:
             if j == 0:
                 ax.set_title(names[i], loc="left", fontsize=10, fontweight="bold")
     which = "class" if len(shown) == len(names) else f"class, {len(shown)} of the {len(names)} classes (at random)"
-    fig.suptitle(f"Dataset samples: {per_class} training images per {which}", fontsize=13, y=1.0)
+    fig.suptitle(f"Dataset samples: up to {per_class} training images per {which}", fontsize=13, y=1.0)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -274,6 +274,8 @@ def _per_class_bars(m: dict, names: list[str], path: Path, what: str, left_out: 
     for k, key in enumerate(("precision", "recall", "f1")):
         ax.barh(y + (k - 1) * h, [pc[n][key] * 100 for n in names], h, label=key if key != "f1" else "F1")
     ax.set_yticks(y, names, fontsize=8)
+    for yi, n in zip(y, names):  # the F1 itself: a zero is a number, not an empty row
+        ax.text(pc[n]["f1"] * 100 + 0.8, yi + h, f"F1 {pc[n]['f1'] * 100:.0f}", va="center", fontsize=7)
     ax.axhline(len(names) / 2 - 0.5, color="gray", lw=1, ls="--")
     ax.axvline(m["accuracy"] * 100, color="k", ls=":", lw=1, label=f"overall accuracy {m['accuracy'] * 100:.1f}%")
     ax.set(xlim=(0, 100), xlabel="score (%)", title=f"Per-class scores: {what} {_split_words(m, left_out)}")

@@ -134,3 +134,36 @@ def test_compare_json_holds_each_runs_settings_and_metrics(evaluated, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert len(rows) == 2 and rows[0]["accuracy"] == m["accuracy"] and rows[0]["tta_accuracy"] == m["tta"]["accuracy"]
     assert rows[0]["epochs"] == 8 and rows[0]["size"] == 64 and rows[0]["command"] == "fit-one-cycle"
+
+
+@pytest.mark.slow
+def test_evaluate_split_test_writes_its_own_files_and_report_section(tiny_data, tmp_path):
+    """A test/ folder beside train/ and val/: never trained on or validated, scored only when asked,
+    into files of its own; the validation results are left as they were."""
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data, root)
+    shutil.copytree(root / "val", root / "test")
+    run = tmp_path / "run"
+    run_cli("fit-one-cycle", "--data", root, "--epochs", 1, "--size", 64, "--bs", 16, "--out", run, check=True)
+    val_before = (run / "metrics.json").read_text()
+    with open(run / "top_losses.csv") as f:
+        assert all("/val/" in r["path"] for r in csv.DictReader(f))
+    p = run_cli("evaluate", run, "--split", "test", check=True)
+    assert "test split: accuracy" in p.stdout and "metrics_test.json" in p.stdout
+    m = json.loads((run / "metrics_test.json").read_text())
+    assert m["split"] == "test" and m["n"] == 16
+    with open(run / "top_losses_test.csv") as f:
+        assert {r["path"].split("/")[-3] for r in csv.DictReader(f)} == {"test"}
+    for key in ("overall", "confusion", "per_class", "top_losses"):
+        assert_png(figure_path(run, key, "test"))
+    assert (run / "metrics.json").read_text() == val_before
+    run_cli("report", run, check=True)
+    html = (run / "report.html").read_text()
+    assert "Test split (never used to choose the model)" in html and "on 16 test images" in html
+
+
+def test_evaluate_split_test_without_a_test_folder_is_one_line(fitted):
+    run, _ = fitted
+    assert_one_line_error(run_cli("evaluate", run, "--split", "test"), 3, "no test split", "test/ folder")

@@ -1,0 +1,120 @@
+"""The loaders' dataset options: --balance weights (scikit-learn's balanced weights in the loss) and
+sampler (fastai's WeightedDL draws every class equally), --resize crop|squish|pad the same way in the
+cache, fastai's Resize and predict, and a test split that never reaches training."""
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.core.config import TrainConfig
+from app.data.images import RESIZE, load_square
+from app.data.loaders import make_dls
+from app.data.scan import scan
+
+from ..conftest import EASY, ROOT
+
+
+@pytest.fixture
+def imbalanced(tiny_data, tmp_path):
+    root = tmp_path / "imb"
+    shutil.copytree(tiny_data, root)
+    for f in sorted((root / "train" / sorted(EASY)[0]).iterdir())[2:]:
+        f.unlink()  # class 0: 2 training images, the others 8
+    return root
+
+
+def test_balance_weights_puts_sklearn_balanced_weights_in_the_loss(imbalanced):
+    from app.model.learner import build
+    from app.model.weights import Weights
+
+    cfg = TrainConfig(data=str(imbalanced), size=64, bs=8, balance="weights", label_smoothing=0.0, loader="cached")
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    learn = build(cfg, dls, None, torch.device("cpu"), log=lambda *_: None, weights=Weights("none"))
+    want = [26 / (4 * 2), 26 / (4 * 8), 26 / (4 * 8), 26 / (4 * 8)]  # n / (k x count), by hand
+    assert learn.loss_func.func.weight.tolist() == pytest.approx(want)
+    out, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    manual = torch.nn.functional.cross_entropy(out, y, weight=torch.tensor(want))
+    assert learn.loss_func(out, y).item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loader", ["cached", "datablock"])
+def test_balance_sampler_draws_every_class_equally(imbalanced, loader):
+    cfg = TrainConfig(data=str(imbalanced), size=64, bs=8, balance="sampler", loader=loader, workers=0)
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    dl = dls.train
+    label_of = ({i: int(r) for i, r in enumerate(dl.dataset.items)} if loader == "cached" else None)
+    labels = dls.cache.labels if loader == "cached" else None
+    path_label = {str(it.path): it.label for it in ds.items}
+    drawn = Counter()
+    np.random.seed(0)
+    for _ in range(200):
+        for i in dl.get_idxs():
+            drawn[int(labels[label_of[i]]) if loader == "cached" else path_label[str(dl.items[i])]] += 1
+    share = drawn[0] / sum(drawn.values())
+    assert share == pytest.approx(0.25, abs=0.02)  # unweighted it would be 2 / 26 = 0.077
+    cfg_plain = cfg.replace(balance="none")
+    _, plain = make_dls(cfg_plain, 64, torch.device("cpu"), log=lambda *_: None)
+    assert type(plain.train).__name__ in ("CachedDL", "TfmdDL")
+
+
+def wide_image(path, w=128, h=64):
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = (250, 20, 20)  # left half red, right half blue
+    a[:, w // 2:] = (20, 20, 250)
+    Image.fromarray(a).save(path)
+    return path
+
+
+def test_resize_methods_against_what_they_must_do(tmp_path):
+    p = wide_image(tmp_path / "wide.png")
+    crop, squish, pad = (load_square(p, 64, m) for m in ("crop", "squish", "pad"))
+    assert crop[:, :30, 0].mean() > 200 and crop[:, 34:, 2].mean() > 200  # the centre square: half and half
+    assert squish[:, :30, 0].mean() > 200 and squish[:, 34:, 2].mean() > 200
+    assert pad[:14].max() == 0 and pad[-14:].max() == 0  # black bars above and below
+    assert pad[20:44, :30, 0].mean() > 200 and pad[20:44, 34:, 2].mean() > 200  # the whole image kept
+    assert set(RESIZE) == {"crop", "squish", "pad"}
+
+
+@pytest.mark.parametrize("method", ["crop", "squish", "pad"])
+def test_our_resize_matches_fastais_resize(tmp_path, method):
+    """The bundle's numpy/PIL preprocessing is fastai's Resize (the independent reference)."""
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+
+    p = tmp_path / "photo.jpg"
+    Image.open(next((ROOT.parent / "shared/data/imagenette2-224/val/n03028079").iterdir())).convert("RGB").resize(
+        (160, 96)).save(p)
+    ours = load_square(p, 64, method).astype(int)
+    theirs = np.asarray(Resize(64, method=method, pad_mode="zeros")(PILImage.create(p), split_idx=1)).astype(int)
+    assert np.abs(ours - theirs).mean() < 2.0, np.abs(ours - theirs).mean()
+
+
+def test_the_cache_stores_images_made_square_by_the_method(tmp_path):
+    from app.data.cache import open_or_build
+
+    root = tmp_path / "d"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        (root / "val" / c).mkdir(parents=True)
+        for split in ("train", "val"):
+            wide_image(root / split / c / "w.png")
+    ds = scan(root)
+    padded = open_or_build(ds, 80, resize="pad", log=lambda *_: None).reader().read([0])[0]
+    cropped = open_or_build(ds, 80, resize="crop", log=lambda *_: None).reader().read([0])[0]
+    assert padded[:, :18].max() == 0 and cropped[:, :18].min() > 0  # (3, 80, 80): black rows only when padded
+
+
+def test_a_test_split_never_reaches_training(tiny_data, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data, root)
+    shutil.copytree(root / "val", root / "test")
+    for loader in ("cached", "datablock"):
+        cfg = TrainConfig(data=str(root), size=64, bs=8, loader=loader, workers=0)
+        ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+        assert len(ds.split("test")) == 16
+        n = len(dls.train.dataset) + len(dls.valid.dataset)
+        assert n == 48, loader  # 32 training + 16 validation images; the 16 test images are not there
