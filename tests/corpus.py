@@ -26,6 +26,25 @@ def _png_header_only(path: Path, w: int, h: int) -> None:
                      + chunk(b"IEND", b""))
 
 
+def _ztxt_bomb(path: Path, src: Image.Image) -> None:
+    """A small PNG with a zTXt chunk that inflates to 64 MB (Pillow refuses it with a ValueError)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    b = io.BytesIO()
+    src.resize((16, 16)).save(b, "PNG")
+    raw = b.getvalue()
+    path.write_bytes(raw[:33] + chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * (64 << 20), 9)) + raw[33:])
+
+
+def _cut_tiff(path: Path, src: Image.Image) -> None:
+    """A two-page TIFF cut in half (Pillow raises TypeError 'Missing dimensions', outside its usual errors)."""
+    b = io.BytesIO()
+    small = src.resize((32, 32))
+    small.save(b, "TIFF", save_all=True, append_images=[small.rotate(90)])
+    path.write_bytes(b.getvalue()[: len(b.getvalue()) // 2])
+
+
 def make_corpus(folder: Path, source: Path) -> dict[str, tuple[Path, str]]:
     folder.mkdir(parents=True, exist_ok=True)
     src = Image.open(source).convert("RGB")
@@ -58,6 +77,8 @@ def make_corpus(folder: Path, source: Path) -> dict[str, tuple[Path, str]]:
     wide.save(put("exif_rotated.jpg", "ok"), exif=exif.tobytes())
     src.convert("L").save(put("grayscale.jpg", "ok"))
     _png_header_only(put("bomb.png", "too large: 12000x12000"), 12000, 12000)
+    _ztxt_bomb(put("ztxt_bomb.png", "Decompressed data too large"), src)
+    _cut_tiff(put("cut_pages.tif", "corrupt image: Missing dimensions"), src)
     src.save(put("name with spaces é ü 名.jpg", "ok"))
     loop = put("loop.jpg", "symlink loop")
     os.symlink(loop.name, loop)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.device import cuda_available
+from ..core.errors import DataError
 from ..core.paths import dataset_cache_dir
 from .images import BadImage, needs_pil, open_rgb, resize_square
 from .scan import Dataset, Item
@@ -245,12 +246,47 @@ def open_or_build_all(ds: Dataset, sizes, progress=None, workers: int | None = N
 
 def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder="auto",
           resize: str = "crop") -> dict[int, Cache]:
-    """Decode every image once into one uint8 file per stored size; written beside, then swapped in."""
+    """Decode every image once into one uint8 file per stored size; written beside, then swapped in.
+    A build that fails (or is killed) leaves no half-written folder behind (the next build removes
+    those of dead processes), and one that cannot fit on the disk is refused before it starts."""
     dirs = {s: _dir(ds, s, resize) for s in sizes}
+    _remove_stale(next(iter(dirs.values())).parent)
+    _check_space(next(iter(dirs.values())).parent, len(ds.items) * sum(3 * s * s for s in sizes))
     tmps = {s: d.with_name(d.name + f".tmp{os.getpid()}") for s, d in dirs.items()}
     for t in tmps.values():
         shutil.rmtree(t, ignore_errors=True)
         t.mkdir(parents=True)
+    try:
+        return _write(ds, sizes, rows, tmps, dirs, progress, workers, decoder, resize)
+    except OSError as e:  # a disk that fills, a folder made read-only: one line, nothing half-written left
+        raise DataError(f"cannot write the decoded cache in {tmps[sizes[0]].parent}: {e.strerror or e}") from None
+    finally:
+        for t in tmps.values():
+            shutil.rmtree(t, ignore_errors=True)  # only left when the build failed: swapped in otherwise
+
+
+def _remove_stale(parent: Path) -> None:
+    """Half-built caches (NAME.tmpPID, NAME.oldPID) of processes that no longer run."""
+    import re
+
+    import psutil
+
+    for d in parent.iterdir():
+        m = re.fullmatch(r".+\.(?:tmp|old)(\d+)", d.name)
+        if m and d.is_dir() and not psutil.pid_exists(int(m[1])):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _check_space(parent: Path, need: int) -> None:
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if free < need * 1.05 + (64 << 20):
+        raise DataError(f"not enough disk space for the decoded cache: it needs {need / 1e9:.2f} GB in {parent}, "
+                        f"{free / 1e9:.2f} GB are free (free some, set APP_CACHE_DIR to a bigger disk, or use "
+                        "--loader datablock, which needs no cache)")
+
+
+def _write(ds, sizes, rows, tmps, dirs, progress, workers, decoder, resize) -> dict[int, Cache]:
     paths = [str(it.path) for it in ds.items]
     task = progress.add_task(f"decoding to {', '.join(map(str, sizes))}px", total=len(paths)) if progress else None
     kept, skipped = [], []

@@ -56,14 +56,28 @@ def _check_file(path: Path) -> None:
         raise BadImage("permission denied")
 
 
+def first_words(e: BaseException, limit: int = 120) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit] or type(e).__name__
+
+
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # what cameras, scanners and medical images store in 16-bit files
+
+
+def bit_depth(max_value: int) -> int:
+    """The smallest usual bit depth that holds `max_value`: a 12-bit sensor's data in a 16-bit file
+    (largest value 4095) is scaled as 12-bit, not divided by 257 into near-black."""
+    return next((b for b in BIT_DEPTHS if max_value < 2**b), max(16, int(max_value).bit_length()))
+
+
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """16/32-bit integer and float images: scale to 0..255 instead of clipping (Pillow clips)."""
+    """16/32-bit integer and float images: scaled to 0..255 from their bit depth (inferred from the
+    largest value), instead of clipped (Pillow clips); float images from their range."""
     a = np.asarray(im)
     if im.mode == "F":
         lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
         a = (a - lo) / (hi - lo or 1.0) * 255.0
-    elif a.max(initial=0) > 255:
-        a = a.astype(np.float64) / 257.0  # 0..65535 -> 0..255
+    else:
+        a = a.astype(np.float64) * (255.0 / (2 ** bit_depth(int(a.max(initial=0))) - 1))
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
@@ -101,10 +115,11 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
         raise BadImage("not an image (unrecognised format)") from None
     except PermissionError:
         raise BadImage("permission denied") from None
-    except OSError as e:
+    except Exception as e:  # OSError, and whatever else a broken file makes Pillow raise (ValueError for
+        # a zTXt chunk that inflates past its limit, TypeError, EOFError, struct.error): one verdict, a skip
         if "truncat" in str(e).lower():
             raise BadImage("truncated file") from None
-        raise BadImage(f"cannot open: {e}") from None
+        raise BadImage(f"cannot open: {first_words(e)}") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
@@ -122,11 +137,10 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
         im.load()
         im = ImageOps.exif_transpose(im)
         return to_rgb(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        msg = str(e) or type(e).__name__
-        if "truncat" in msg.lower():
+    except Exception as e:  # any failure to decode is this file's verdict, never the whole command's
+        if "truncat" in str(e).lower():
             raise BadImage("truncated file") from None
-        raise BadImage(f"corrupt image: {msg}") from None
+        raise BadImage(f"corrupt image: {first_words(e)}") from None
 
 
 def center_crop_resize(im: Image.Image, size: int) -> Image.Image:

@@ -11,19 +11,20 @@ on the training device.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.callback.data import WeightedDL
-from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.load import SkipItemException
 from fastai.data.transforms import Categorize, FuncSplitter, IntToFloatTensor, Normalize
 from fastai.torch_core import TensorCategory, TensorImage
 from fastai.vision.augment import AffineCoordTfm, RandomResizedCrop, Resize, aug_transforms
 from fastai.vision.core import PILImage, imagenet_stats
-from fastai.vision.data import ImageBlock
 from fastcore.basics import chunked
 from fasttransform import DisplayedTransform, Transform
 
@@ -34,29 +35,56 @@ from .cache import Cache
 from .images import BadImage, open_rgb
 from .scan import Dataset, scan_for
 
-_skipped_at_load: list[tuple[str, str]] = []  # files that went bad after the scan (DataBlock loader)
+
+class SafeOpen(Transform):
+    """The DataBlock loader's decoder: a file as the rest of the app decodes it (EXIF, CMYK,
+    16-bit, alpha, size limit) into fastai's PILImage. A file that went bad after the scan is skipped
+    (fastai's SkipItemException) and appended to a log file, which DataLoader worker processes
+    share (a list in memory would stay in the worker that found it)."""
+
+    def __init__(self, log: str | Path | None = None):
+        import tempfile
+
+        super().__init__()
+        if log is None:
+            fd, log = tempfile.mkstemp(prefix="app-skipped-", suffix=".tsv")
+            os.close(fd)
+        self.log = str(log)
+
+    def encodes(self, fn: str | Path):
+        try:
+            return PILImage(open_rgb(fn))
+        except BadImage as e:
+            with open(self.log, "a", encoding="utf-8") as f:  # one short line: O_APPEND keeps lines whole
+                f.write(f"{fn}\t{e}\n")
+            raise SkipItemException(str(e)) from None
+
+    def read(self) -> list[tuple[str, str]]:
+        try:
+            lines = Path(self.log).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        return sorted({tuple(ln.split("\t", 1)) for ln in lines if "\t" in ln})
 
 
-def take_skipped_at_load() -> list[tuple[str, str]]:
-    """Files the DataBlock loader had to skip since the last call (changed on disk after the scan):
-    the run adds them to skipped.csv and its end-of-run list."""
-    out = sorted(set(_skipped_at_load))
-    _skipped_at_load.clear()
+def _safe_open(dl) -> SafeOpen | None:
+    tls = getattr(getattr(dl, "dataset", None), "tls", None) or getattr(getattr(dl, "dataset", None), "tfms", None)
+    for tl in tls or []:
+        for t in getattr(getattr(tl, "tfms", None), "fs", []):
+            if isinstance(t, SafeOpen):
+                return t
+    return None
+
+
+def take_skipped_at_load(dls) -> list[tuple[str, str]]:
+    """Files the DataBlock loader had to skip since the last call (changed on disk after the scan),
+    from every process: the run adds them to skipped.csv and its end-of-run list."""
+    so = _safe_open(dls.train) if dls is not None else None
+    if so is None:
+        return []
+    out = so.read()
+    Path(so.log).write_text("")
     return out
-
-
-class SafePILImage(PILImage):
-    """PILImage that decodes like the rest of the app (EXIF, CMYK, 16-bit, alpha, size limit)."""
-
-    @classmethod
-    def create(cls, fn, **kwargs):
-        if isinstance(fn, (str, bytes)) or hasattr(fn, "__fspath__"):
-            try:
-                return cls(open_rgb(fn))
-            except BadImage as e:
-                _skipped_at_load.append((str(fn), str(e)))
-                raise SkipItemException(str(e)) from None
-        return super().create(fn, **kwargs)
 
 
 class ResizeBatch(DisplayedTransform):
@@ -132,7 +160,8 @@ class RowLabel:
 def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
     val = {it.path for it in ds.items if it.split == "val"}
     return DataBlock(
-        blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=ds.names, sort=False)),
+        blocks=(TransformBlock(type_tfms=SafeOpen(), batch_tfms=IntToFloatTensor), CategoryBlock(vocab=ds.names,
+                                                                                              sort=False)),
         get_items=lambda _: [it.path for it in ds.items if it.split != "test"],  # a test split never trains
         splitter=FuncSplitter(lambda p: p in val),  # the scan's split, whatever the layout
         get_y=ItemLabel(ds),
@@ -305,12 +334,20 @@ def set_size(dls, size: int) -> None:
                     t.size = (size, size)
 
 
-def item_paths(dl) -> list[str]:
-    """The file of each of a loader's items, in order (DataBlock: the paths; cached: its rows' files)."""
+def item_paths(dl, n: int | None = None) -> list[str]:
+    """The file of each of a loader's items, in order (DataBlock: the paths; cached: its rows' files).
+    `n`: how many predictions came back; when the DataBlock loader skipped files that went bad, they
+    are taken out (from its skip log), so each path stays paired with its own prediction."""
     stores = getattr(dl, "stores", None)
     if stores is not None:
         return [stores.paths[int(r)] for r in dl.items]
-    return [str(p) for p in dl.items]
+    paths = [str(p) for p in dl.items]
+    if n is not None and n < len(paths) and (so := _safe_open(dl)) is not None:
+        gone = {p for p, _ in so.read()}
+        paths = [p for p in paths if p not in gone]
+    if n is not None and len(paths) != n:
+        raise RuntimeError(f"{len(paths)} files for {n} predictions: cannot pair them")
+    return paths
 
 
 def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print, ds=None):

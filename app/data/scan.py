@@ -136,23 +136,28 @@ def _is_ancestor(a: str, b: str) -> bool:
 
 
 def _check_one(path: str) -> tuple[str | None, str, int]:
-    """(reason, source mode, shorter side in pixels): reason is None when the file decodes fully."""
-    import warnings
-
-    try:
-        from PIL import Image
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                mode = im.mode
-    except Exception:
-        mode = ""
+    """(reason, source mode, shorter side in pixels): reason is None when the file decodes fully.
+    The file is checked (a regular file, readable) before anything opens it: a FIFO would block."""
     try:
         im = open_rgb(path)
     except BadImage as e:
         return str(e), "", 0
-    return None, mode, min(im.size)
+    return None, _mode(path), min(im.size)
+
+
+def _mode(path: str) -> str:
+    """The file's own Pillow mode (L, RGB, CMYK, I;16, ...), for the `data` table."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return im.mode
+    except Exception:
+        return ""
 
 
 class _Verdicts:

@@ -31,7 +31,8 @@ class Interp(ClassificationInterpretation):
         dl = dl or learn.dls.valid.new(shuffle=False, drop_last=False)
         if kept is not None and len(kept[1]) == len(dl.items):
             return cls(learn, dl, *kept)
-        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True)
+        # in order already (unshuffled); fastai's reorder fails when the loader skipped a file that went bad
+        probs, targs, losses = learn.get_preds(dl=dl, with_loss=True, reorder=False)
         return cls(learn, dl, probs, targs, losses)
 
     def confusion_matrix(self):
@@ -113,7 +114,7 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
     """Every validation image, worst first: what `review` steps through."""
     losses, idx = interp.top_losses()
     vocab = list(interp.vocab)
-    files = item_paths(interp.dl)
+    files = item_paths(interp.dl, len(interp.probs))
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "actual", "predicted", "probability", "loss", "top3"])

@@ -16,18 +16,19 @@ def finish_run(learn, s, finish) -> None:
     scanned dataset): nothing is read back or scanned again."""
     from ..data.loaders import take_skipped_at_load
 
-    late = take_skipped_at_load()
+    if finish.evaluate:
+        from ..evaluation.evaluate import evaluate_learner
+
+        evaluate_learner(learn, s.run, s.cfg, tta=finish.tta, log=s.log, ds=s.ds, figures=finish.figures)
+    late = take_skipped_at_load(learn.dls)  # every process's, training and evaluation
     if late:
         s.ds.skipped.extend(late)
         write_skipped(s.ds.skipped, s.run / "skipped.csv")
         s.log(f"{len(late)} file(s) could not be read during training (changed after the scan)")
-    if finish.evaluate:
-        from ..evaluation.evaluate import evaluate_learner
+    if finish.evaluate and finish.figures:
         from ..evaluation.report import write_report
 
-        evaluate_learner(learn, s.run, s.cfg, tta=finish.tta, log=s.log, ds=s.ds, figures=finish.figures)
-        if finish.figures:
-            s.log(f"report: {write_report(s.run)}")
+        s.log(f"report: {write_report(s.run)}")
     if finish.export:
         from ..shipping.export import export_learner
 

@@ -142,3 +142,42 @@ def test_reader_reads_rows_without_mapping_the_file(data):
     assert a.shape == (3, 3, 80, 80) and np.array_equal(a[0], a[2])
     maps = open(f"/proc/{os.getpid()}/maps").read() if os.path.exists(f"/proc/{os.getpid()}/maps") else ""
     assert "images.u8" not in maps
+
+
+def test_a_failed_build_leaves_nothing_behind_and_stale_halves_are_removed(data, monkeypatch, tmp_path):
+    """Claim: a failed cache build leaves .tmp<pid> folders that nothing removes (confirmed by reading
+    build(): no cleanup on error). Now a failure removes its own, and the next build removes those of
+    processes that are gone."""
+    from app.core.errors import DataError
+    from app.data import cache as cache_mod
+
+    monkeypatch.setenv("APP_CACHE_DIR", str(tmp_path / "cache"))
+    ds = scan(data)
+    parent = cache_dir(ds.root, 96).parent
+
+    def full_disk(*a, **k):
+        yield from ()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "decoded", full_disk)
+    with pytest.raises(DataError, match="cannot write the decoded cache .*No space left on device"):
+        open_or_build(ds, 96, log=lambda *_: None)
+    assert not [p for p in parent.iterdir() if ".tmp" in p.name]
+    monkeypatch.undo()
+    monkeypatch.setenv("APP_CACHE_DIR", str(tmp_path / "cache"))
+    stale = parent / "s96.tmp999999999"  # a killed build's half (no such process)
+    stale.mkdir()
+    open_or_build(ds, 96, log=lambda *_: None)
+    assert not stale.exists()
+
+
+def test_a_cache_that_cannot_fit_is_refused_before_it_starts(data, monkeypatch, tmp_path):
+    import shutil as sh
+
+    from app.core.errors import DataError
+    from app.data import cache as cache_mod
+
+    monkeypatch.setenv("APP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(DataError, match=r"not enough disk space for the decoded cache: it needs 0\.\d+ GB"):
+        open_or_build(scan(data), 96, log=lambda *_: None)

@@ -58,9 +58,35 @@ def test_a_fifo_named_like_an_image_is_skipped_not_read(tmp_path):
     assert check_image(fifo) == "not a regular file (a FIFO, socket or device)"  # opening it would block
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_in_a_dataset_does_not_hang_data(tiny_data, tmp_path):
+    """The scan opened every file to read its mode before the regular-file check: a FIFO blocked
+    `data` and training for ever (reproduced: killed by the timeout)."""
+    import shutil
+
+    from ..conftest import run_cli
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data, root)
+    os.mkfifo(root / "train" / sorted(p.name for p in (root / "train").iterdir())[0] / "pipe.jpg")
+    p = run_cli("data", root, timeout=120)
+    assert p.returncode == 0 and "pipe.jpg: not a regular file" in p.stdout, p.stderr
+
+
 def test_exif_rotation_is_applied(corpus):
     im = open_rgb(corpus["exif_rotated.jpg"][0])
     assert im.size == (64, 96)  # stored 96 wide x 64 high, displayed rotated
+
+
+def test_12bit_data_in_a_16bit_file_is_scaled_by_its_bit_depth(tmp_path):
+    """A 12-bit sensor's values (0..4095) in a 16-bit PNG: scaled by 4095, not by 65535 into near-black."""
+    ramp = np.linspace(0, 4095, 64 * 64).astype(np.uint16).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "twelve.png")
+    a = np.asarray(open_rgb(tmp_path / "twelve.png"))[..., 0]
+    assert a.max() == 255 and 120 < a.mean() < 135  # 0..4095 -> 0..255, mean ~127 (was ~8 with / 257)
+    from app.data.images import bit_depth
+
+    assert [bit_depth(v) for v in (255, 256, 1023, 4095, 4096, 16383, 65535)] == [8, 10, 10, 12, 14, 14, 16]
 
 
 def test_16bit_png_is_scaled_not_clipped(corpus):

@@ -118,3 +118,19 @@ def test_a_test_split_never_reaches_training(tiny_data, tmp_path):
         assert len(ds.split("test")) == 16
         n = len(dls.train.dataset) + len(dls.valid.dataset)
         assert n == 48, loader  # 32 training + 16 validation images; the 16 test images are not there
+
+
+def test_datablock_validation_preprocesses_as_the_bundle_does_even_with_random_crops(tiny_data):
+    """Claim confirmed (fastai's RandomResizedCrop validates by squashing to size + 14 % and cutting
+    the centre): with min_scale < 1 the DataBlock loader's validation images were not the bundle's.
+    Now validation is the plain Resize, identical to predict's preprocessing."""
+    from app.data.loaders import norm
+    from app.model.bundle import to_input
+
+    cfg = TrainConfig(data=str(tiny_data), size=64, bs=4, loader="datablock", min_scale=0.5, workers=0)
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    x, _ = dls.valid.one_batch()
+    paths = [str(p) for p in dls.valid.items[:4]]
+    n = norm()
+    want = to_input([load_square(p, 64) for p in paths], n.mean.flatten().tolist(), n.std.flatten().tolist())
+    assert np.abs(x.numpy() - want).max() < 1e-4
