@@ -24,7 +24,8 @@ from .classes import class_names
 from .images import BadImage, is_image_name, open_rgb
 from .layout import SPLITS, Layout, assign_splits, detect, files, is_ignored
 
-IMBALANCE_WARN = 5.0  # largest / smallest training class above this: a warning
+IMBALANCE_WARN = 5.0
+FINGERPRINT_VERSION = 2  # 2: the split is hashed with each file (a drawn split can change it)  # largest / smallest training class above this: a warning
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ..core.rundir import device_info, load_config, new_run_dir, save_config, ve
 from ..core.runlog import run_logger
 from ..data.download import resolve_data
 from ..data.loaders import make_dls
-from ..data.scan import Dataset
+from ..data.scan import FINGERPRINT_VERSION, Dataset
 from ..data.skipped import write_skipped
 
 
@@ -35,9 +35,10 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
                  progress=None, ds=None, **info) -> RunContext:
     """A new run for `cfg` (or the run `resume` names, with its saved settings)."""
     started = time.time()
+    meta = {}
     if resume:
         run = Path(resume)
-        cfg, _ = load_config(run)
+        cfg, meta = load_config(run)
     else:
         cfg = cfg.replace(data=str(resolve_data(cfg.data).resolve()))  # any folder can evaluate or resume it
     check_sizes(cfg)
@@ -49,6 +50,8 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
     log = run_logger(run, console)
     ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log, ds=ds)  # resized per epoch later
     cfg = cfg.replace(labels=ds.layout.labels if ds.layout else cfg.labels)  # the CSV's absolute path
+    if resume:
+        _same_data(run, meta, list(dls.vocab), ds)
     for w in ds.warnings:
         log(f"warning: {w}")
     if dist.is_rank0():
@@ -58,6 +61,23 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         if not resume:
             save_config(run, cfg, versions=versions(), device=device_info(device), seed=cfg.seed,
                         classes=list(dls.vocab), synsets=ds.classes, data_fingerprint=ds.fingerprint(),
-                        layout=ds.layout.spec(), class_names_from=ds.names_from,
+                        fingerprint_version=FINGERPRINT_VERSION, layout=ds.layout.spec(),
+                        class_names_from=ds.names_from,
                         status="running", world_size=dist.world_size(), **info)
     return RunContext(run, cfg, device, log, ds, dls, started)
+
+
+def _same_data(run: Path, meta: dict, vocab: list[str], ds: Dataset) -> None:
+    """A resumed run continues on the classes and files it started with: other classes, renamed
+    ones, or changed files would silently mix two trainings (or fail inside fastai)."""
+    from ..core.errors import DataError
+
+    if meta.get("classes") and meta["classes"] != vocab:
+        diff = sorted(set(meta["classes"]) ^ set(vocab))[:5]
+        raise DataError(f"the classes in {ds.root} are not the ones {run} was trained on (differ: {', '.join(diff)}); "
+                        "start a new run instead of --resume")
+    same_rule = meta.get("fingerprint_version") == FINGERPRINT_VERSION  # runs before it hashed the splits too
+    if same_rule and meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
+        raise DataError(f"the files in {ds.root} changed since {run} started (dataset fingerprint "
+                        f"{ds.fingerprint()}, the run's {meta['data_fingerprint']}); --resume needs the same files: "
+                        "put them back or start a new run")

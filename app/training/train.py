@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -85,11 +86,16 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
           finish: Finish | None = None, console=None, progress=None, ds=None) -> Path:
     """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned)."""
     info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
+    if finish is not None and not resume:
+        info["finish"] = asdict(finish)  # a resumed run finishes as the command asked (train: export)
     s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, **info)
     ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
         _truncate_logs(s.run, start_epoch)
+        finish = finish or _saved_finish(s.run)
+        if ckpt is not None:  # the checkpoint replaces the first weights: no hub cache or download needed
+            weights = Weights("none", reason="resumed: the weights come from the checkpoint")
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
         shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
     learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights)
@@ -155,14 +161,23 @@ def _checkpoint(run: Path) -> tuple[dict | None, int]:
     return ckpt, ckpt["epoch"] + 1
 
 
+def _saved_finish(run: Path) -> Finish:
+    from ..core.rundir import load_config
+
+    _, meta = load_config(run)
+    return Finish(**{k: v for k, v in meta.get("finish", {}).items() if k in Finish.__dataclass_fields__})
+
+
 def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
-    """Every phase from `start_epoch`; Ctrl-C ends with the resume command (exit 130)."""
+    """Every phase from `start_epoch`; Ctrl-C ends with the resume command (exit 130). The best
+    epoch's score carries across phases (best.pth is the best of the whole run, resumed or not)."""
     t0 = time.time()
+    best = (ckpt or {}).get("best")
     try:
         for ph in phases(s.cfg):
             if start_epoch >= ph["offset"] + ph["epochs"] or ph["epochs"] == 0:
                 continue
-            _fit_phase(learn, s, ph, start_epoch, ckpt)
+            best = _fit_phase(learn, s, ph, start_epoch, ckpt, best)
             ckpt = None  # optimizer state belongs to the phase that saved it
     except KeyboardInterrupt:
         if dist.is_rank0():
@@ -172,13 +187,15 @@ def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
     return time.time() - t0
 
 
-def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
+def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: float | None = None) -> float | None:
+    """One phase with its callbacks; returns the best score so far."""
     cfg, off, run = s.cfg, ph["offset"], s.run
+    saver = Checkpoint(run / "models", off, ph["name"], best=best)
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
         HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress())),
         BatchLog(run / "batches.csv", off),
-        Checkpoint(run / "models", off, ph["name"], best=(ckpt or {}).get("best")),
+        saver,
     ]
     if cfg.valid_every > 1:
         cbs.append(ValidEvery(cfg, off))
@@ -186,10 +203,11 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
         cbs.append(FinalPreds())
     learn.freeze() if ph["freeze"] else learn.unfreeze()
     skip = max(0, start_epoch - off)
-    if ckpt is not None:  # fastai keeps one optimizer across fine_tune's phases; so do we
+    if ckpt is not None:
         learn.model.to(s.device)  # before the optimizer: its state must sit beside the parameters
         learn.create_opt()
-        load_opt_state(learn.opt, ckpt["opt"])
+        if skip > 0:  # mid-phase; at a phase's start fastai's freeze()/unfreeze() clears Adam's state
+            load_opt_state(learn.opt, ckpt["opt"])
         set_rng_state(ckpt["rng"], learn.dls, s.device)
         if skip > 0 and "smooth_loss" in ckpt:  # mid-phase; a new phase starts afresh, as fastai does
             cbs.append(RestoreSmoothLoss(ckpt["smooth_loss"]))
@@ -197,6 +215,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
     s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
     with distributed(learn, learn.dls.device or torch.device("cpu")):
         learn.fit_one_cycle(ph["epochs"], ph["lr"], wd=cfg.wd, cbs=cbs, start_epoch=skip, **kw)
+    return saver.best
 
 
 def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:

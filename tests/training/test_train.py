@@ -220,3 +220,91 @@ def test_progressive_resizing_really_changes_the_batches_and_the_cache(small_dat
     assert valid_sizes == {(0, 64), (1, 96)}  # and no second pass after training: its last one is reused
     assert [r["size"] for r in _history(run)] == ["64", "96"]
     assert json.loads((run / "metrics.json").read_text())["size"] == 96
+
+
+def _kill_after_first_checkpoint(args, out):
+    proc = subprocess.Popen([sys.executable, "-m", "app", *map(str, args), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(out / "models" / "last.pth", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return torch.load(out / "models" / "last.pth", weights_only=True)["epoch"]
+
+
+def test_fine_tune_resumed_at_the_phase_boundary_matches_an_uninterrupted_run(small_data, tmp_path):
+    """Claim confirmed from fastai's source: Learner.unfreeze() clears Adam's state (freeze_to ->
+    opt.clear_state()), so an uninterrupted fine_tune starts its unfrozen phase with fresh moments,
+    while a run resumed there loaded the frozen phase's. Killed right after the frozen epoch's
+    checkpoint, resumed, it now trains exactly as the uninterrupted run."""
+    args = ["fine-tune", "--data", small_data, "--weights", "none", "--freeze-epochs", 1, "--epochs", 2, *ARGS,
+            "--valid-every", 1, "--no-evaluate"]
+    whole = tmp_path / "whole"
+    run_cli(*args, "--out", whole, check=True)
+    cut = tmp_path / "cut"
+    assert _kill_after_first_checkpoint(args, cut) == 0  # the frozen phase's only epoch: the boundary
+    run_cli("fine-tune", "--resume", cut, check=True)
+    a, b = _history(whole), _history(cut)
+    assert [r["phase"] for r in b] == ["frozen", "unfrozen", "unfrozen"]
+    for ra, rb in zip(a, b):
+        assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) < 1e-4, (ra, rb)
+        assert (ra["valid_loss"] == "") == (rb["valid_loss"] == "")
+        if ra["valid_loss"]:
+            assert abs(float(ra["valid_loss"]) - float(rb["valid_loss"])) < 1e-4, (ra, rb)
+
+
+def test_the_best_score_carries_across_phases_resumed_or_not(monkeypatch):
+    """Claim confirmed by reading _fit: the unfrozen phase's Checkpoint started with best=None in an
+    uninterrupted run (best.pth reset at the phase change) but with the checkpoint's best when
+    resumed. Now both hand the first phase's best to the second."""
+    from types import SimpleNamespace
+
+    from app.training import train as train_mod
+
+    got = []
+
+    def fake_phase(learn, s, ph, start_epoch, ckpt, best=None):
+        got.append((ph["name"], best))
+        return {"frozen": 0.9, "unfrozen": 0.95}[ph["name"]] if best is None or best < 0.9 else best
+
+    monkeypatch.setattr(train_mod, "_fit_phase", fake_phase)
+    s = SimpleNamespace(cfg=TrainConfig(command="fine-tune", freeze_epochs=1, epochs=2), run=None)
+    train_mod._fit(None, s, 0, None)
+    assert got == [("frozen", None), ("unfrozen", 0.9)]
+    got.clear()
+    train_mod._fit(None, s, 1, {"best": 0.8, "epoch": 0})
+    assert got == [("unfrozen", 0.8)]
+
+
+def test_resume_refuses_other_classes_or_changed_files_and_needs_no_hub_for_imagenet_runs(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    run = tmp_path / "run"
+    run_cli("fit-one-cycle", "--data", data, "--epochs", 2, *ARGS, "--out", run, "--no-evaluate", check=True)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"]["weights"] = "imagenet"  # as a run that fine-tuned ImageNet weights records it
+    (run / "config.json").write_text(json.dumps(cfg))
+    p = run_cli("fit-one-cycle", "--resume", run, env={"TORCH_HOME": str(tmp_path / "empty-hub")})
+    assert p.returncode == 0, p.stderr  # the checkpoint holds the weights: no hub cache, no download
+    victim = next((data / "val" / sorted(p.name for p in (data / "val").iterdir())[0]).iterdir())
+    victim.write_bytes(victim.read_bytes() + b"\0")  # one file changed
+    from ..conftest import assert_one_line_error
+
+    assert_one_line_error(run_cli("fit-one-cycle", "--resume", run), 3, "changed since", "--resume needs the same")
+    victim.unlink()
+    shutil.rmtree(data / "val" / victim.parent.name)
+    shutil.rmtree(data / "train" / victim.parent.name)
+    assert_one_line_error(run_cli("fit-one-cycle", "--resume", run), 3, "classes in", "not the ones")
+
+
+def test_a_resumed_train_run_finishes_as_train_does(tiny_data, tmp_path):
+    """Claim confirmed: `train` interrupted printed `fit-one-cycle --resume RUN`, which then did not
+    export (export and TTA were flags of the command, not of the run). The run now keeps them."""
+    run = tmp_path / "run"
+    run_cli("train", "--data", tiny_data, "--epochs", 1, "--out", run, check=True)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["finish"] == {"evaluate": True, "tta": False, "export": True, "figures": True}
+    from app.training.train import _saved_finish
+
+    assert _saved_finish(run).export is True
