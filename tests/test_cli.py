@@ -3,6 +3,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,113 @@ def test_clip_and_mixup_typed_on_the_command_line_reach_fastais_callbacks(tiny_d
     assert cfg["clip"] == 1.5 and cfg["mixup"] == 0.4
     summary = (run / "summary.txt").read_text()  # learn.summary() lists the Learner's callbacks
     assert "MixUp" in summary and "GradientClipWhenOver" in summary
+
+
+# ---- features no test ran before (issue 23): each typed as a user types it, each checked for its effect
+
+
+def test_body_layers_keeps_only_the_first_convolutions(torchvision_sd, tiny_data):
+    from app.core.config import TrainConfig
+    from app.data.loaders import datablock_dls
+    from app.data.scan import scan
+    from app.model.learner import build_learner
+    from app.model.weights import Weights
+
+    sd = torch.load(torchvision_sd, weights_only=True)
+    said = []
+    dls = datablock_dls(scan(tiny_data), TrainConfig(size=64, bs=4, workers=0), 64)
+    learn = build_learner(dls, Weights("state_dict", torchvision_sd), body_layers=2, log=said.append)
+    convs = [m for m in learn.model[0][0] if isinstance(m, torch.nn.Conv2d)]
+    kept = [torch.equal(c.weight, sd[f"features.{i}.weight"]) for c, i in zip(convs, (0, 3, 6, 8, 10))]
+    assert kept == [True, True, False, False, False]
+    assert any("the first 2 convolution(s) kept, the other 3 re-initialised" in m for m in said)
+
+
+def test_min_freeze_steps_lengthens_the_frozen_phase(torchvision_sd, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    p = run_cli("fine-tune", "--data", tiny_data, "--weights", torchvision_sd, "--min-freeze-steps", 10,
+                "--freeze-epochs", 1, "--epochs", 1, "--size", 64, "--bs", 16, "--out", run, "--no-evaluate",
+                check=True)
+    # 32 training images at bs 16: 2 steps an epoch, so 10 steps take 5 frozen epochs
+    assert "frozen phase: 5 epochs of 2 steps (at least 10 steps), not 1" in p.stdout
+    with open(run / "history.csv") as f:
+        assert [r["phase"] for r in csv.DictReader(f)] == ["frozen"] * 5 + ["unfrozen"]
+
+
+def test_workers_reach_the_datablock_loader(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--loader", "datablock", "--workers", 1, "--epochs", 1,
+            "--size", 64, "--bs", 16, "--out", run, "--no-evaluate", check=True)
+    assert json.loads((run / "config.json").read_text())["config"]["workers"] == 1
+    from app.core.config import TrainConfig
+    from app.data.loaders import datablock_dls
+    from app.data.scan import scan
+
+    dls = datablock_dls(scan(tiny_data), TrainConfig(size=64, bs=8, workers=1), 64)
+    assert dls.train.fake_l.num_workers == 1
+
+
+def test_export_which_best_and_a_bundle_as_weights(chain, tmp_path):
+    from safetensors.torch import load_file
+
+    best = torch.load(chain["run"] / "models" / "best.pth", weights_only=True)["model"]
+    pkl = tmp_path / "b" / "best.pkl"
+    run_cli("export", chain["run"], "--which", "best", "--to", pkl, check=True)
+    exported = load_file(str(pkl.with_suffix("") / "model.safetensors"))
+    assert all(torch.equal(exported[k], v) for k, v in best.items())
+    run = tmp_path / "again"
+    p = run_cli("fine-tune", "--data", json.loads((chain["run"] / "config.json").read_text())["config"]["data"],
+                "--weights", pkl.with_suffix(""), "--freeze-epochs", 1, "--epochs", 1, "--size", 64, "--bs", 32,
+                "--out", run, "--no-evaluate", check=True)
+    assert "whole model (same classes)" in p.stdout
+
+
+def test_evaluate_data_new_path_after_the_dataset_moved(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "old-place"
+    shutil.copytree(tiny_data, data)
+    run = tmp_path / "run"
+    run_cli("fit-one-cycle", "--data", data, "--epochs", 1, "--size", 64, "--bs", 16, "--out", run,
+            "--no-evaluate", check=True)
+    moved = data.rename(tmp_path / "new-place")
+    assert_one_line_error(run_cli("evaluate", run), 3, "data folder is gone", "--data NEW_PATH")
+    p = run_cli("evaluate", run, "--data", moved, check=True)
+    assert "accuracy" in p.stdout
+    with open(run / "top_losses.csv") as f:
+        assert all(r["path"].startswith(str(moved)) for r in csv.DictReader(f))
+
+
+def test_train_writes_the_pickle_and_the_bundle_and_the_report_says_the_weights(tiny_data, tmp_path):
+    import re
+
+    run = tmp_path / "run"
+    p = run_cli("train", "--data", tiny_data, "--epochs", 1, "--out", run, check=True)
+    pkl = Path(re.search(r"learner pickle: (\S+)", p.stdout)[1])
+    bundle = Path(re.search(r"bundle: (\S+)", p.stdout)[1])
+    assert pkl.is_file() and (bundle / "model.onnx").is_file() and (bundle / "model.json").is_file()
+    html = (run / "report.html").read_text()
+    assert "<b>Weights:</b> --weights auto: ImageNet weights unavailable offline, so random init" in html
+
+
+def test_a_pickle_that_would_name_this_package_is_refused(chain, tmp_path, monkeypatch):
+    from app.core.errors import RunError
+    from app.data.loaders import ResizeBatch
+    from app.shipping import export as export_mod
+
+    real = export_mod.stock_dls
+
+    def with_our_transform(*a, **k):
+        dls = real(*a, **k)
+        dls.train.after_batch.add(ResizeBatch(64))  # an object of app.data.loaders inside the learner
+        return dls
+
+    monkeypatch.setattr(export_mod, "stock_dls", with_our_transform)
+    from app.model.learner import load_run
+
+    learn, cfg, ds = load_run(chain["run"], log=lambda *_: None)
+    pkl = tmp_path / "x" / "named.pkl"
+    pkl.parent.mkdir()
+    with pytest.raises(RunError, match="would need this package to load .*app.data.loaders"):
+        export_mod.export_pickle(export_mod.plain_model(learn), cfg, ds, list(learn.dls.vocab), pkl)
+    assert not pkl.exists()

@@ -279,9 +279,11 @@ class WeightedCachedDL(WeightedDL, CachedDL):
 
 
 def _cached_datasets(first: Cache, stores: CacheStore, rows: list, splits=None) -> Datasets:
+    """The cache's rows as a fastai Datasets; without `splits`, one validation-like set (fastai's
+    test_set marks its own split_idx 1, so loaders made from it apply no training augmentation)."""
     names = first.names
     tfms = [[CachedImage(stores)], [RowLabel(names, first.labels.tolist()), Categorize(vocab=names, sort=False)]]
-    return Datasets(rows, tfms=tfms, splits=splits)
+    return Datasets(rows, tfms=tfms, splits=splits) if splits is not None else Datasets(rows, tfms=tfms, split_idx=1)
 
 
 def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None):

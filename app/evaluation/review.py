@@ -62,13 +62,14 @@ def _read_losses(f: Path, split: str) -> list[Entry]:
 
 def _train_losses(run: Path, out: Path) -> None:
     """One pass over the training images without augmentation (they are the labels most worth checking)."""
+    from ..data.loaders import split_dl
     from ..model.learner import load_run
     from .evaluate import Interp, write_top_losses
 
     learn, cfg, ds = load_run(run, log=lambda *_: None)
-    # the training images through the validation loader's transforms (no augmentation, centre crop)
-    dl = learn.dls.valid.new(learn.dls.train.dataset, shuffle=False, drop_last=False)
-    write_top_losses(Interp.compute(learn, dl), out, ds)
+    # the training images through the validation transforms (no augmentation, the validation resize):
+    # the training dataset itself would bring the training pipeline's random crops with it
+    write_top_losses(Interp.compute(learn, split_dl(learn.dls, ds, "train")), out, ds)
 
 
 def run_tui(run: Path, include_train: bool = False, graphics: str = "auto") -> None:

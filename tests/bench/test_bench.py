@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from ..conftest import need_shared, run_cli
 
 KEYS = ["ceiling_train_img_s", "fastai_train_img_s", "fast_train_img_s", "fast_vs_ceiling", "fast_vs_fastai",
@@ -27,7 +25,6 @@ def test_bench_json_has_every_measure(tmp_path):
     assert res["fast_vs_ceiling"] < 1.5 and res["fastai_vs_ceiling"] < 1.5
     assert res["fast_loader_img_s"] > res["fastai_loader_img_s"]
     assert res["fast_epoch_img_s"] < res["fast_train_img_s"]
-    assert res["fast_train_img_s"] == pytest.approx(max(res["per_round_train_img_s"]["fast"]), abs=0.05)
     assert "model-only ceiling" in p.stdout
     assert res["rounds"] == 1 and all(len(v) == 1 for v in res["per_round_train_img_s"].values())
 

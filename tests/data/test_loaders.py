@@ -134,3 +134,20 @@ def test_datablock_validation_preprocesses_as_the_bundle_does_even_with_random_c
     n = norm()
     want = to_input([load_square(p, 64) for p in paths], n.mean.flatten().tolist(), n.std.flatten().tolist())
     assert np.abs(x.numpy() - want).max() < 1e-4
+
+
+def test_training_images_without_augmentation_for_review_train(tiny_data):
+    """Claim confirmed for the DataBlock loader: the training dataset handed to the validation
+    loader (review --train) kept its random crops, so two passes differed. split_dl gives the
+    validation transforms: two passes are identical."""
+    from app.data.loaders import split_dl
+
+    cfg = TrainConfig(data=str(tiny_data), size=64, bs=32, loader="datablock", min_scale=0.5, workers=0)
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    old = dls.valid.new(dls.train.dataset, shuffle=False, drop_last=False)
+    assert not torch.equal(old.one_batch()[0], old.one_batch()[0])  # augmented
+    dl = split_dl(dls, ds, "train")
+    assert len(dl.items) == 32 and torch.equal(dl.one_batch()[0], dl.one_batch()[0])
+    cached = make_dls(cfg.replace(loader="cached"), 64, torch.device("cpu"), log=lambda *_: None)[1]
+    cdl = split_dl(cached, ds, "train")
+    assert len(cdl.dataset) == 32 and torch.equal(cdl.one_batch()[0], cdl.one_batch()[0])

@@ -78,13 +78,22 @@ def test_bad_files_are_listed_and_skipped_never_fatal(tiny_data, tmp_path):
     assert "truncated file" in p.stdout and "too large: 12000x12000" in p.stdout and "Traceback" not in p.stderr
 
 
-def test_verdicts_are_remembered_and_renewed_when_a_file_changes(tiny_data, tmp_path):
+def test_verdicts_are_remembered_and_renewed_when_a_file_changes(tiny_data, tmp_path, monkeypatch):
+    """A second scan decodes nothing (the verdicts are remembered by size and mtime); a changed file
+    is decoded again, and only it."""
+    from app.data import scan as scan_mod
+
     root = _copy(tiny_data, tmp_path / "d")
-    assert not scan(root).skipped
+    decoded = []
+    real = scan_mod._check_one
+    monkeypatch.setattr(scan_mod, "_check_one", lambda p: decoded.append(p) or real(p))
+    assert not scan(root).skipped and len(decoded) == 48
+    decoded.clear()
+    assert not scan(root).skipped and decoded == []  # remembered
     victim = next((root / "val" / EASY[3]).iterdir())
     victim.write_bytes(victim.read_bytes()[:200])  # now truncated: size and mtime change
     ds = scan(root)
-    assert [p for p, _ in ds.skipped] == [str(victim)]
+    assert [p for p, _ in ds.skipped] == [str(victim)] and decoded == [str(victim)]
 
 
 def test_data_command_prints_classes_and_counts(small_data):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,28 +19,38 @@ def evaluated(fitted):
     return run, p
 
 
-def test_metrics_agree_with_per_image_predictions(evaluated):
-    from sklearn.metrics import f1_score, precision_score, recall_score
-
+def test_metrics_agree_with_predictions_made_independently_by_the_bundle(evaluated, tmp_path):
+    """Not the same interpretation through the same scikit-learn call: the run exported, every
+    validation image classified by the bundle (onnxruntime, its own preprocessing), the true class
+    read from the file's folder, the scores counted here by hand."""
     run, p = evaluated
     m = json.loads((run / "metrics.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    pkl = tmp_path / "m" / "model.pkl"
+    run_cli("export", run, "--to", pkl, check=True)
+    from app.shipping.predict import BundlePredictor
+
+    bundle = BundlePredictor(pkl.with_suffix(""))
+    name_of = dict(zip(cfg["synsets"], cfg["classes"]))
+    files = sorted(Path(cfg["config"]["data"], "val").rglob("*.JPEG"))
+    assert len(files) == m["n"] == 60
+    probs = bundle.probs([bundle.load(f) for f in files])
+    y = [name_of[f.parent.name] for f in files]
+    yhat = [bundle.classes[i] for i in probs.argmax(1)]
+    acc = sum(a == b for a, b in zip(y, yhat)) / len(y)
+    assert abs(m["accuracy"] - acc) <= 2 / 60  # the cache's two-step resize may flip a borderline image
+    recall = {c: sum(a == b == c for a, b in zip(y, yhat)) / y.count(c) for c in set(y)}
+    assert abs(m["recall_macro"] - sum(recall.values()) / len(recall)) <= 0.05
     with open(run / "top_losses.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == m["n"] == 60
-    y = [r["actual"] for r in rows]
-    yhat = [r["predicted"] for r in rows]
-    assert m["accuracy"] == pytest.approx(sum(a == b for a, b in zip(y, yhat)) / len(y))
-    labels = m["classes"]
-    assert m["f1_macro"] == pytest.approx(f1_score(y, yhat, labels=labels, average="macro", zero_division=0))
-    assert m["precision_macro"] == pytest.approx(precision_score(y, yhat, labels=labels, average="macro", zero_division=0))
-    assert m["recall_macro"] == pytest.approx(recall_score(y, yhat, labels=labels, average="macro", zero_division=0))
+        rows = {r["path"]: r["predicted"] for r in csv.DictReader(f)}
+    same = sum(rows[str(f)] == h for f, h in zip(files, yhat))
+    assert same >= 57, same  # image by image, the run's predictions are the bundle's
     assert sum(sum(r) for r in m["confusion"]) == 60
-    assert set(m["per_class"]) == set(labels) == {"tench", "church", "golf ball", "parachute"}
-    losses = [float(r["loss"]) for r in rows]
-    assert losses == sorted(losses, reverse=True)
+    assert set(m["per_class"]) == set(m["classes"]) == {"tench", "church", "golf ball", "parachute"}
+    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "top_losses.csv"))]
+    assert losses == sorted(losses, reverse=True)  # worst first, what review walks
     for a, b, n in m["most_confused"]:
-        assert a in labels and b in labels and a != b and n >= 1
-    assert 0 <= m["tta"]["accuracy"] <= 1
+        assert a in m["classes"] and b in m["classes"] and a != b and n >= 1
     assert "with TTA" in p.stdout
 
 

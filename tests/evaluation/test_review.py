@@ -168,3 +168,7 @@ def test_review_train_adds_the_training_images_worst_first(fitted, tmp_path):
     assert (run / "top_losses_train.csv").is_file()
     assert all("/train/" in e.path for e in by_split["train"])
     assert [e.loss for e in entries] == sorted((e.loss for e in entries), reverse=True)
+    first = (run / "top_losses_train.csv").read_text()
+    (run / "top_losses_train.csv").unlink()
+    load_entries(run, include_train=True)  # a second pass: without augmentation, the very same losses
+    assert (run / "top_losses_train.csv").read_text() == first
