@@ -38,10 +38,12 @@ def check_layout(root: Path) -> dict[str, list[str]]:
     return folders
 
 
-def relabel_target(root: Path, path: Path, class_folder: str) -> Path:
+def relabel_target(root: Path, path: Path, class_folder: str) -> Path | None:
     """Where `path` (a file of this dataset) goes when relabelled as `class_folder`: the same split's
-    folder of that class."""
+    folder of that class; None when `path` is not inside a split's class folder (nothing to relabel)."""
     rel = Path(path).resolve().relative_to(Path(root).resolve())
+    if len(rel.parts) < 3 or rel.parts[0] not in SPLITS:
+        return None
     return Path(root) / rel.parts[0] / class_folder / Path(path).name
 
 
