@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.files import read_json, write_text
 from ..core.rundir import load_config
 from .figures import FIGURES, figure_path
+from .top_losses import parse_top3
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -176,7 +177,7 @@ def _top_losses(run: Path) -> str:
         rows = list(csv.DictReader(f))[:16]
     return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
         [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
-         r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5})
+         r["loss"], e(", ".join(f"{c} {p:.3f}" for c, p in parse_top3(r["top3"])))] for r in rows], {4, 5})
 
 
 def _skipped(run: Path) -> str:

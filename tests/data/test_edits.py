@@ -283,3 +283,16 @@ def test_sigkill_right_after_each_step_of_a_move_then_undo_restores(tmp_path, po
     p = run_cli("review", run, "--undo", "--yes")
     assert p.returncode == 0, p.stdout + p.stderr
     assert files(root) == before
+
+
+def test_markup_in_paths_is_printed_as_typed(tmp_path):
+    """A dataset under a folder `[` holding `x]`: every path has `[/x]` in it, and rich would take
+    it for a closing tag."""
+    run, root = make_dataset(tmp_path / "[" / "x]" / "[reverse]")
+    write_decisions(run, [(str(root / "val" / "alpha" / "alpha_0000.png"), "relabel", "beta"),
+                          (str(root / "val" / "alpha" / "gone.png"), "remove", "")])
+    p = run_cli("review", run, "--apply", "--yes")
+    assert p.returncode == 0, p.stderr
+    assert f"{root}/val/alpha/gone.png: no longer present" in p.stdout and f"1 move(s) in {root}" in p.stdout
+    p = run_cli("review", run, "--undo", "--yes")
+    assert p.returncode == 0 and "[/x]/[reverse]/data/quarantine" in p.stdout, p.stdout + p.stderr
