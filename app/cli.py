@@ -160,7 +160,7 @@ def _progress():
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
     from .training.precheck import precheck
 
-    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"))
+    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), export=flags.get("export", False))
     from .training.after_fit import Finish
     from .training.train import run_command
 
@@ -295,7 +295,7 @@ def review(
 def export(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     to: Annotated[Optional[Path], typer.Option("--to", help="Path of the learner pickle (.pkl); the bundle goes beside it.",
-                                               show_default="models/<run-name>.pkl")] = None,
+                                               show_default="RUN/export/<run-name>.pkl")] = None,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
 ):
     """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         return errors.INTERRUPTED
     except AppError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(getattr(e, 'message', str(e)))}", soft_wrap=True)
         if debug():
             raise
         return e.code

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from fastcore.basics import noop
 
 from ..core import ranks as dist
@@ -18,7 +17,7 @@ from ..core.paths import show_progress
 from ..core.rundir import checkpoint_path, load_config
 from ..data.loaders import make_dls
 from .callbacks import GradientClipWhenOver, ModelInputs
-from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights
+from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights, torch_load
 
 
 def make_loss(label_smoothing: float):
@@ -105,7 +104,7 @@ def load_run(run: str | Path, which: str = "last", loader: str | None = None, si
     if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
         raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
     learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"))
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = torch_load(ckpt)
     learn.model.load_state_dict(state["model"])
     learn.cur_size = cfg.size
     return learn, cfg, ds
