@@ -14,19 +14,20 @@ from .skipped import print_skipped
 def describe(root: str | Path, console, verify: bool = True, progress=None) -> Dataset:
     """Classes (folder + human name), counts per split, image modes, every file skipped and why."""
     from rich.table import Table
+    from rich.text import Text
 
     ds = scan(Path(root), verify=verify, progress=progress)
     counts = ds.counts()
-    t = Table(title=f"{ds.root}  ({len(ds.classes)} classes)", title_justify="left")
+    t = Table(title=Text(f"{ds.root}  ({len(ds.classes)} classes)"), title_justify="left")
     for col, just in (("#", "right"), ("folder", "left"), ("class", "left"), ("train", "right"), ("val", "right")):
         t.add_column(col, justify=just)
-    for i, c in enumerate(ds.classes):
-        t.add_row(str(i), c, human_name(c), str(counts["train"][i]), str(counts["val"][i]))
+    for i, c in enumerate(ds.classes):  # folder names as typed (Text), never read as rich markup
+        t.add_row(str(i), Text(c), Text(human_name(c)), str(counts["train"][i]), str(counts["val"][i]))
     t.add_row("", "", "[bold]total", f"[bold]{sum(counts['train'])}", f"[bold]{sum(counts['val'])}")
     console.print(t)
     if verify:
         modes = ", ".join(f"{n} {m}" for m, n in ds.modes.most_common())
-        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)")
+        console.print(f"readable images: {len(ds.items)} (Pillow modes: {modes}; all are used as RGB)", markup=False)
     for w in ds.warnings:
         console.print(f"[yellow]warning:[/] {escape(str(w))}")
     print_skipped(ds.skipped, lambda line: console.print(line, soft_wrap=True, markup=False))
