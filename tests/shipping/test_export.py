@@ -126,20 +126,29 @@ def test_a_bundle_of_a_newer_format_is_refused_in_one_line(exported, small_data,
     assert_one_line_error(run_cli("predict", newer, small_data / "val"), 4, "newer than this app reads")
 
 
-def test_onnx_sample_inputs_are_what_fastai_validation_feeds_the_model(small_data):
+def test_onnx_sample_inputs_are_what_fastai_validation_feeds_the_model(small_data, tmp_path):
     """The images the ONNX check runs on, against fastai's own validation pipeline (PILImage.create,
     Resize, ToTensor, IntToFloatTensor, Normalize), not the functions the export uses: each sample
-    is one real validation image, preprocessed as training validated it."""
+    is one real validation image, preprocessed as training validated it. Imagenette's copies are
+    all 224 x 224, so the validation photos are cut to landscape and portrait first (a squash
+    instead of a centre crop would then show)."""
+    import shutil
+
     import torch
     from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
     from fastai.vision.augment import Resize
     from fastai.vision.core import PILImage
+    from PIL import Image
 
     from app.data.scan import scan
     from app.shipping.export import _sample_inputs
 
+    data = shutil.copytree(small_data, tmp_path / "data")
+    for i, f in enumerate(sorted((data / "val").rglob("*.JPEG"))):
+        im = Image.open(f).convert("RGB")
+        im.crop((0, 0, im.width, im.height * 2 // 3) if i % 2 else (0, 0, im.width * 2 // 3, im.height)).save(f)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    ds = scan(small_data)
+    ds = scan(data)
     x = _sample_inputs(ds, 64, mean, std, n=5)
     resize, to_t, to_f = Resize(64), ToTensor(), IntToFloatTensor()
     norm = Normalize.from_stats(mean, std, cuda=False)
