@@ -80,7 +80,7 @@ def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print,
     model = plain_model(learn)
     with writing(pkl.parent, "export to"):
         pkl.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(pkl.parent)
+    sweep_stale(pkl, bundle)
     need_space(pkl.parent, model)
     part_pkl, part_bundle = (p.with_name(f".{p.name}.part{os.getpid()}") for p in (pkl, bundle))
     try:
@@ -133,14 +133,16 @@ def need_space(folder: Path, model) -> None:
                        "(no space left on device); nothing was written")
 
 
-def sweep_stale(folder: Path) -> None:
-    """Temporary files of exports that were killed (their process is gone): removed."""
+def sweep_stale(*targets: Path) -> None:
+    """The temporaries (.NAME.part<pid>) of earlier exports to these targets whose process is gone
+    (killed): removed. Nothing else in the folder is touched."""
     import psutil
 
-    for p in folder.glob(".*.part*"):
-        pid = p.name.rpartition(".part")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
-            _remove(p)
+    for t in targets:
+        for p in t.parent.glob(f".{t.name}.part*"):
+            pid = p.name.rpartition(".part")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+                _remove(p)
 
 
 def _remove(p: Path) -> None:
