@@ -16,6 +16,7 @@ so); a failure, a full disk or a kill leaves no half file and nothing that block
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -139,7 +140,7 @@ def sweep_stale(*targets: Path) -> None:
     import psutil
 
     for t in targets:
-        for p in t.parent.glob(f".{t.name}.part*"):
+        for p in t.parent.glob(glob.escape(f".{t.name}.part") + "*"):  # a name may hold [ ] * ?
             pid = p.name.rpartition(".part")[2]
             if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
                 _remove(p)
