@@ -8,6 +8,7 @@ codes"); APP_DEBUG=1 shows tracebacks.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 from enum import Enum
@@ -21,6 +22,7 @@ from rich.markup import escape
 
 from .core import errors
 from .core.errors import AppError, first_line
+from .core.files import os_reason
 from .core.paths import console_width, debug, show_progress
 from .data.layout import LAYOUTS_HELP
 from .training.presets import PRESET_NAMES
@@ -374,9 +376,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return errors.INTERRUPTED
+    except OSError as e:
+        if debug() or e.errno not in UNWRITABLE:
+            return _internal(e)
+        where = f" ({e.filename})" if e.filename else ""
+        err_console.print(f"[red]error:[/] {os_reason(e)}{escape(where)}", soft_wrap=True)
+        return errors.RUN
     except Exception as e:  # a bug: still one line unless asked for the traceback
-        if debug():
-            raise
-        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first_line(e, 300))} "
-                          "(APP_DEBUG=1 shows the traceback)", soft_wrap=True)
-        return errors.INTERNAL
+        return _internal(e)
+
+
+# A full disk, a read-only file system, no permission: the machine's state, not a bug (exit 5).
+UNWRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _internal(e: Exception) -> int:
+    if debug():
+        raise e
+    err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first_line(e, 300))} "
+                      "(APP_DEBUG=1 shows the traceback)", soft_wrap=True)
+    return errors.INTERNAL

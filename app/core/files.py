@@ -28,7 +28,7 @@ def atomic(path: Path):
 
 
 def write_text(path: Path, text: str) -> None:
-    with writing(path), atomic(path) as tmp:
+    with atomic(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 

@@ -20,6 +20,7 @@ DECODER = '''
 
 from fastai.vision.core import PILImage as _PILImage
 from fasttransform import Transform as _Transform
+from torch import Tensor as _Tensor
 
 
 def _expression(source):
@@ -31,11 +32,13 @@ def _expression(source):
 class AppImageDecoder(_Transform):
     """fastai's PILImage.create for files, decoded the way alexnet-cli trains (open_rgb above)."""
 
-    def encodes(self, fn):
+    input_types = (Path, str, _Tensor, np.ndarray, bytes, Image.Image)  # what test_dl may be given, as fastai's
+
+    def encodes(self, fn: Path | str | _Tensor | np.ndarray | bytes | Image.Image):  # PILImage.create's inputs
         if isinstance(fn, (str, Path)):
             return _PILImage(open_rgb(fn))
-        if isinstance(fn, Image.Image):
-            return _PILImage(to_rgb(fn))
+        if isinstance(fn, Image.Image):  # upright, loaded, RGB (a copy: the caller's image is left alone)
+            return _PILImage(to_rgb(ImageOps.exif_transpose(fn)))
         return _PILImage.create(fn)
 
     def __reduce__(self):

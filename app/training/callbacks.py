@@ -200,7 +200,7 @@ class Checkpoint(EpochAware):
         kept = f"models/last.pth holds epoch {self.global_epoch - 1}" if self.global_epoch else "no epoch is saved"
         try:
             update_config(self.dir.parent, status=f"failed: checkpoint of epoch {self.global_epoch} not written ({why})")
-        except RunError:
+        except (OSError, RunError):
             pass
         raise RunError(f"cannot write the checkpoint of epoch {self.global_epoch} in {self.dir}: {why} ({kept}; "
                        "free some space and resume)") from None

@@ -22,13 +22,16 @@ except ImportError:
 from fastai.learner import load_learner
 learn = load_learner(sys.argv[1])
 files = sys.argv[3:]
+from pathlib import Path
+from PIL import Image
 with learn.no_bar():
     probs = [learn.predict(f)[2].tolist() for f in files]
+    kinds = [learn.predict(x)[2].tolist() for x in (Path(files[0]), Image.open(files[0]))]  # what else fastai takes
 learn.export(sys.argv[2])  # a notebook user re-exports what they loaded
 again = load_learner(sys.argv[2])
 with again.no_bar():
     probs_again = [again.predict(f)[2].tolist() for f in files]
-print(json.dumps({"probs": probs, "again": probs_again}))
+print(json.dumps({"probs": probs, "again": probs_again, "kinds": kinds}))
 """
 
 
@@ -74,6 +77,8 @@ def test_the_pickle_decodes_like_the_bundle_in_a_plain_notebook(exported, small_
     gaps = {f.name: (float(np.abs(np.asarray(t) - o).max()), float(np.abs(np.asarray(a) - o).max()))
             for f, t, a, o in zip(files, got["probs"], got["again"], want)}
     assert all(g < 1e-4 and h < 1e-4 for g, h in gaps.values()), gaps  # every file, loaded and re-exported
+    for kind in got["kinds"]:  # a Path and an opened PIL image decode as the file name does
+        assert np.abs(np.asarray(kind) - want[0]).max() < 1e-4
     for f in (pkl, again):
         assert not {m for m in pickle_modules(f) if m == "app" or m.startswith("app.")}
 
