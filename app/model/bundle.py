@@ -53,7 +53,7 @@ def read_meta(bundle: Path, need: tuple[str, ...] = ("model.onnx",)) -> dict:
     if version > VERSION:
         raise ModelError(f"{bundle} is a {FORMAT}/{version} bundle, newer than this app reads ({BUNDLE_FORMAT}): "
                          "update alexnet-cli")
-    problem = _problem(meta)
+    problem = _problem(meta, preprocessing="model.onnx" in need)
     if problem:
         raise ModelError(f"{meta_file} is not a valid bundle description: {problem}")
     return meta
@@ -62,13 +62,16 @@ def read_meta(bundle: Path, need: tuple[str, ...] = ("model.onnx",)) -> dict:
 MAX_SIZE = 2048  # input sides above this are not AlexNet bundles this app wrote (and would exhaust memory)
 
 
-def _problem(meta: dict) -> str | None:
-    """What in model.json a bundle cannot be used with, or None."""
+def _problem(meta: dict, preprocessing: bool) -> str | None:
+    """What in model.json a bundle cannot be used with, or None: its classes always; its input size
+    and normalisation when it is to predict (`preprocessing`), not when only its weights are read."""
     from ..core.config import MIN_SIZE
 
     classes, inp, norm = meta.get("classes"), meta.get("input"), meta.get("normalize")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         return f"classes must be a non-empty list of names, not {classes!r}"[:200]
+    if not preprocessing:
+        return None
     size = inp.get("size") if isinstance(inp, dict) else None
     if not isinstance(size, int) or isinstance(size, bool) or not MIN_SIZE <= size <= MAX_SIZE:
         return f"input.size must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, not {size!r}"
