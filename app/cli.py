@@ -8,6 +8,7 @@ codes"); APP_DEBUG=1 shows tracebacks.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 from enum import Enum
@@ -21,6 +22,7 @@ from rich.markup import escape
 
 from .core import errors
 from .core.errors import AppError, first_line
+from .core.files import os_reason
 from .core.paths import console_width, debug, show_progress
 from .data.layout import LAYOUTS_HELP
 from .training.presets import PRESET_NAMES
@@ -178,7 +180,8 @@ def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
     from .training.precheck import precheck
 
     flags = _values(flags)
-    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), **_dataset_args(flags))
+    precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), export=flags.get("export", False),
+             **_dataset_args(flags))
     from .training.after_fit import Finish
     from .training.train import run_command
 
@@ -320,7 +323,7 @@ def review(
 def export(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     to: Annotated[Optional[Path], typer.Option("--to", help="Path of the learner pickle (.pkl); the bundle goes beside it.",
-                                               show_default="models/<run-name>.pkl")] = None,
+                                               show_default="RUN/export/<run-name>.pkl")] = None,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
 ):
     """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
@@ -392,16 +395,30 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         return errors.INTERRUPTED
     except AppError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(getattr(e, 'message', str(e)))}", soft_wrap=True)
         if debug():
             raise
         return e.code
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return errors.INTERRUPTED
+    except OSError as e:
+        if debug() or e.errno not in UNWRITABLE:
+            return _internal(e)
+        where = f" ({e.filename})" if e.filename else ""
+        err_console.print(f"[red]error:[/] {os_reason(e)}{escape(where)}", soft_wrap=True)
+        return errors.RUN
     except Exception as e:  # a bug: still one line unless asked for the traceback
-        if debug():
-            raise
-        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first_line(e, 300))} "
-                          "(APP_DEBUG=1 shows the traceback)", soft_wrap=True)
-        return errors.INTERNAL
+        return _internal(e)
+
+
+# A full disk, a read-only file system, no permission: the machine's state, not a bug (exit 5).
+UNWRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _internal(e: Exception) -> int:
+    if debug():
+        raise e
+    err_console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(first_line(e, 300))} "
+                      "(APP_DEBUG=1 shows the traceback)", soft_wrap=True)
+    return errors.INTERNAL

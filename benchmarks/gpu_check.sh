@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 APP_PROGRESS=0 PYTHONWARNINGS=ignore
 py=${PYTHON:-python3}
 work=$(mktemp -d /tmp/gpu-check.XXXX)
 deadline=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-420} ))
-export APP_CACHE_DIR=$work/cache APP_RUNS_DIR=$work/runs APP_MODELS_DIR=$work/models
+export APP_CACHE_DIR=$work/cache APP_RUNS_DIR=$work/runs
 
 # fastai & co. from the carried wheels when the host lacks them
 if ! $py -c "import fastai" 2>/dev/null; then

@@ -140,7 +140,7 @@ def test_bench_on_cuda(tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP needs two GPUs")
 def test_ddp_on_two_gpus(small_data, tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "APP_RUNS_DIR": str(tmp_path / "runs"), "APP_MODELS_DIR": str(tmp_path / "models")}
+    env = {**os.environ, "APP_RUNS_DIR": str(tmp_path / "runs")}
     p = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "app", "fit-one-cycle", "--data", str(small_data),
                         "--epochs", "2", "--size", "96", "--progressive", "64:0.5", "--bs", "16"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

@@ -105,7 +105,7 @@ def run_budget(data=None, minutes: float = 15.0, log=print, device: str = "auto"
 
 def _arm(args: list[str], data: Path, minutes: float, out: Path, device: str) -> dict:
     """One arm as a user runs it: a new process, a cold cache, the budget from the prompt."""
-    env = {**os.environ, "APP_CACHE_DIR": str(out) + "-cache", "APP_MODELS_DIR": str(out) + "-models",
+    env = {**os.environ, "APP_CACHE_DIR": str(out) + "-cache",
            "APP_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "app", *args, "--data", str(data), "--time", f"{minutes:g}", "--device", device,
            "--out", str(out)]

@@ -13,7 +13,6 @@ would. Every K is drawn again for each seed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
@@ -49,7 +48,6 @@ def run_transfer(data=None, log=print, device: str = "auto", ks=(10, 25, 100), s
     src = resolve_data(str(data) if data else None)
     tmp = Path(tempfile.mkdtemp(prefix="app-transfer-"))
     private_cache(tmp)
-    os.environ["APP_MODELS_DIR"] = str(tmp / "models")  # the source bundle stays in the bench's folder
     t0 = time.time()
     res = {"device": device_info(pick_device(device)), "versions": versions(), "command": command_line(),
            "source_classes": SOURCE_CLASSES, "target_classes": TARGET_CLASSES, "target_recipe": TARGET_RECIPE,
@@ -105,6 +103,7 @@ def _lr(cfg: TrainConfig, out: Path) -> float:
 def _source(src: Path, tmp: Path, device: str, log) -> dict:
     from ..data.scan import scan
     from ..data.subset import make_subset
+    from ..shipping.export import EXPORT_DIR
     from ..training.presets import resolve
 
     root = make_subset(src, tmp / "source-data", -1, -1, classes=SOURCE_CLASSES)
@@ -112,7 +111,7 @@ def _source(src: Path, tmp: Path, device: str, log) -> dict:
     m = _train(cfg, tmp / "source", "none", export=True)
     log(f"  source: accuracy {m['accuracy'] * 100:.1f} % on the {m['n']} validation images of its 5 classes "
         f"({m['seconds']:.0f} s)")
-    return {"accuracy": m["accuracy"], "seconds": m["seconds"], "bundle": str(tmp / "models" / "source"),
+    return {"accuracy": m["accuracy"], "seconds": m["seconds"], "bundle": str(tmp / "source" / EXPORT_DIR / "source"),
             "recipe": SOURCE_RECIPE, "train_images": len(scan(root).split("train"))}
 
 

@@ -94,8 +94,23 @@ class TrainConfig:
             d.setdefault("head_dropout", d.pop("ps"))
         if "loader" in d:
             d["loader"] = LOADERS.get(d["loader"], d["loader"])
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in types}
+        for k, v in kept.items():
+            if types[k] in _KINDS and not _is(v, types[k]):
+                raise ValueError(f"{k} is {v!r}, expected {_KINDS[types[k]][1]}")
+        parse_progressive(kept.get("progressive", ""))
+        return cls(**kept)
+
+
+# the field types a run's config.json may hold, checked when it is read back (--resume, evaluate, ...)
+_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "str": ((str,), "text"),
+          "bool": ((bool,), "true or false")}
+
+
+def _is(value, kind: str) -> bool:
+    types, _ = _KINDS[kind]
+    return isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
 
 
 def parse_progressive(spec: str) -> list[tuple[int, float]]:

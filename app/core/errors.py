@@ -41,6 +41,7 @@ class AppError(Exception):
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
+        self.message = message  # kept apart from args, which fastai rewrites for errors raised in callbacks
         if code is not None:
             self.code = code
 

@@ -32,10 +32,6 @@ def runs_root() -> Path:
     return Path(os.environ.get("APP_RUNS_DIR", "runs"))
 
 
-def models_root() -> Path:
-    return Path(os.environ.get("APP_MODELS_DIR", "models"))
-
-
 def show_progress(stream=None) -> bool:
     """Progress bars: APP_PROGRESS=1 shows them, =0 hides them; unset, only on a terminal."""
     env = os.environ.get("APP_PROGRESS")

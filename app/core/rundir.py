@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import RunError
-from .files import read_json, refuse_existing, write_json
+from .files import read_json, refuse_existing, write_json, writing
 from .paths import runs_root
 
 CONFIG = "config.json"
@@ -23,10 +23,16 @@ def new_run_dir(command: str, out: str | None = None) -> Path:
     if out:
         refuse_existing(out)
         d = Path(out)
-        d.mkdir(parents=True)
+        with writing(d, "create the run directory"):
+            d.mkdir(parents=True)
         return d
     base = runs_root()
-    base.mkdir(parents=True, exist_ok=True)
+    with writing(base, "create the run directory in"):
+        base.mkdir(parents=True, exist_ok=True)
+        return _numbered(base, command)
+
+
+def _numbered(base: Path, command: str) -> Path:
     taken = [int(m.group(1)) for p in base.iterdir() if (m := re.fullmatch(rf"{re.escape(command)}-(\d+)", p.name))]
     n = max(taken, default=0) + 1
     while True:
@@ -73,7 +79,12 @@ def load_config(run: str | Path) -> tuple[TrainConfig, dict]:
     if not (run / CONFIG).is_file():
         raise RunError(f"{run} is not a run directory (no {CONFIG})")
     meta = read_json(run / CONFIG)
-    return TrainConfig.from_dict(meta.get("config", {})), meta
+    try:
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise ValueError("not a run description (expected an object with a 'config' object)")
+        return TrainConfig.from_dict(meta.get("config", {})), meta
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{run / CONFIG}: {e}; fix it or start a new run") from None
 
 
 def update_config(run: Path, **info) -> None:

@@ -40,14 +40,15 @@ def describe(root: str | Path, console, verify: bool = True, progress=None, labe
 
 def _table(ds: Dataset):
     from rich.table import Table
+    from rich.text import Text
 
     counts = ds.counts()
     splits = [s for s in ("train", "val", "test") if any(counts[s])]
-    t = Table(title=escape(f"{ds.root}  ({len(ds.classes)} classes)"), title_justify="left")
+    t = Table(title=Text(f"{ds.root}  ({len(ds.classes)} classes)"), title_justify="left")
     for col, just in (("#", "right"), ("folder" if ds.layout.kind != "csv" else "label", "left"), ("class", "left"),
                       *((s, "right") for s in splits)):
         t.add_column(col, justify=just)
     for i, (c, name) in enumerate(zip(ds.classes, ds.names)):
-        t.add_row(str(i), escape(c), escape(name), *(str(counts[s][i]) for s in splits))
+        t.add_row(str(i), Text(c), Text(name), *(str(counts[s][i]) for s in splits))  # as typed, never markup
     t.add_row("", "", "[bold]total", *(f"[bold]{sum(counts[s])}" for s in splits))
     return t

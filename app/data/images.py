@@ -29,6 +29,9 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Set once for the process, not per call: warnings.catch_warnings is not thread-safe, and files are
 # decoded in worker threads. Over-limit images are refused below with their size, not warned about.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Pillow's complaints about a broken file ("Corrupt EXIF data", ...): the file gets its verdict (decoded,
+# or a listed skip with the reason); a warning on stderr per file would only bury the output.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 class BadImage(Exception):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from ..core.errors import RunError
-from ..core.files import read_json, write_json
+from ..core.files import check_writable, read_json, write_new
 from ..core.rundir import load_config
 from .report import _pct
 
@@ -13,7 +15,12 @@ from .report import _pct
 def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> list[dict]:
     """One table of several runs' settings and metrics; with `json_path`, the rows as JSON too."""
     from rich.table import Table
+    from rich.text import Text
 
+    if json_path:  # before the work: never overwritten, and a folder it can be written in
+        if os.path.lexists(json_path):
+            raise RunError(f"{json_path} already exists; nothing was overwritten (choose another --json)")
+        check_writable(json_path)
     t = Table(title="runs", title_justify="left")
     cols = ["run", "command", "preset", "weights", "epochs", "size", "lr", "bs", "loader", "wall s", "fit s",
             "accuracy", "precision", "recall", "F1", "TTA acc"]
@@ -31,11 +38,13 @@ def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> li
                "fit_s": meta.get("fit_seconds"), **{k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
                "tta_accuracy": m.get("tta", {}).get("accuracy")}
         out.append(row)
-        t.add_row(str(r), cfg.command, cfg.preset, cfg.weights, str(cfg.epochs), str(cfg.size), f"{cfg.lr:g}",
-                  str(cfg.bs), cfg.loader, str(row["wall_s"] or ""), str(row["fit_s"] or ""), _pct(row["accuracy"]),
-                  _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
-                  _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else "")
+        cells = [str(r), cfg.command, cfg.preset, cfg.weights, str(cfg.epochs), str(cfg.size), f"{cfg.lr:g}",
+                 str(cfg.bs), cfg.loader, str(row["wall_s"] or ""), str(row["fit_s"] or ""), _pct(row["accuracy"]),
+                 _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
+                 _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else ""]
+        t.add_row(*map(Text, cells))  # paths and names as typed, not as rich markup
     console.print(t)
     if json_path:
-        write_json(json_path, out if len(out) > 1 else out[0])
+        body = json.dumps(out if len(out) > 1 else out[0], indent=2, default=str)
+        write_new(json_path, lambda f: f.write(body))
     return out

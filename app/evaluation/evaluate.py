@@ -14,6 +14,7 @@ from ..core.files import read_json, write_json, write_text
 from ..core.ranks import is_rank0
 from ..data.loaders import item_paths
 from .metrics import confusion_entry, metrics_from, split_file
+from .top_losses import format_top3
 
 
 class Interp(ClassificationInterpretation):
@@ -121,7 +122,7 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
         for loss, i in zip(losses.tolist(), idx.tolist()):
             pr = interp.probs[i]
             top = pr.topk(min(3, len(vocab)))
-            top3 = ";".join(f"{vocab[j]}:{p:.3f}" for p, j in zip(top.values.tolist(), top.indices.tolist()))
+            top3 = format_top3((vocab[j], p) for p, j in zip(top.values.tolist(), top.indices.tolist()))
             w.writerow([files[i], vocab[int(interp.targs[i])], vocab[int(pr.argmax())],
                         f"{float(pr.max()):.4f}", f"{loss:.4f}", top3])
 

@@ -23,7 +23,10 @@ import numpy as np  # noqa: E402
 
 from ..core.files import read_json  # noqa: E402
 
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.titleweight": "bold"})
+# text.parse_math off: class names and paths come from the data, and `$...$` in one is a name, not
+# mathtext (an unknown macro there would stop the figures). No figure here uses mathtext.
+plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.titleweight": "bold",
+                     "text.parse_math": False})
 
 
 def _save(fig, path: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.files import read_json, write_text
 from ..core.rundir import load_config
 from .figures import FIGURES, figure_path
+from .top_losses import parse_top3
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -52,11 +53,20 @@ def _thumb(path: str, size: int = 96) -> str:
     return f'<img class="thumb" alt="{html.escape(Path(path).name)}" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+class Raw(str):
+    """HTML this module made (a thumbnail, a bold label): the one kind of cell not escaped."""
+
+
+def _cell(c) -> str:
+    return c if isinstance(c, Raw) else html.escape(str(c))
+
+
 def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    """Every cell escaped, whatever its column (run files can be edited), except Raw ones."""
+    h = "".join(f"<th>{_cell(c)}</th>" for c in header)
     body = "".join(
         "<tr>" + "".join(
-            f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r)
+            f'<td class="n">{_cell(c)}</td>' if i in numeric else f"<td>{_cell(c)}</td>" for i, c in enumerate(r)
         ) + "</tr>"
         for r in rows
     )
@@ -64,7 +74,13 @@ def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset())
 
 
 def _pct(x) -> str:
-    return "-" if x is None else f"{100 * float(x):.2f}%"
+    """A fraction as a percentage ("-" for none); anything else (an edited file) as it is, to be escaped."""
+    if x is None:
+        return "-"
+    try:
+        return f"{100 * float(x):.2f}%"
+    except (TypeError, ValueError):
+        return str(x)
 
 
 def _readable(value: str) -> str:
@@ -72,7 +88,7 @@ def _readable(value: str) -> str:
     try:
         x = float(value)
     except ValueError:
-        return html.escape(value)
+        return value
     if x.is_integer():
         return str(int(x))
     return f"{x:.4f}"
@@ -122,19 +138,17 @@ def _cards(m: dict, cfg) -> str:
     where = "test" if m.get("split") == "test" else "validation"
     over, n_cls = m.get("macro_over", len(m["per_class"])), len(m["per_class"])
     macro = "" if over == n_cls else f"; macro averages over the {over} of {n_cls} classes with {where} images"
-    return ('<div class="cards">' + "".join(f'<div class="card"><b>{_pct(v)}</b><span>{e(k)}</span></div>'
+    return ('<div class="cards">' + "".join(f'<div class="card"><b>{e(_pct(v))}</b><span>{e(k)}</span></div>'
                                             for k, v in cards) + "</div>"
             + f'<p class="sub">{e(str(m.get("model", "last")))} model, on {e(str(m["n"]))} {where} images at '
               f'{e(str(m.get("size", cfg.size)))} px{e(macro)}</p>')
 
 
 def _configuration(cfg, meta: dict) -> str:
-    e = html.escape
-    conf = [[e(k), e(str(v))] for k, v in cfg.to_dict().items()]
-    for k in ("data_fingerprint", "fit_seconds", "wall_seconds", "peak_rss_mb", "world_size"):
-        if k in meta:
-            conf.append([e(k), e(str(meta[k]))])
-    vers = [[e(k), e(str(v))] for k, v in meta.get("versions", {}).items()]
+    conf = [[k, v] for k, v in cfg.to_dict().items()]
+    conf += [[k, meta[k]] for k in ("data_fingerprint", "fit_seconds", "wall_seconds", "peak_rss_mb", "world_size")
+             if k in meta]
+    vers = [[k, v] for k, v in meta.get("versions", {}).items()]
     return (f'<h2>Configuration</h2><div class="cols">{_table(["setting", "value"], conf)}'
             f'{_table(["library", "version"], vers)}</div>')
 
@@ -142,15 +156,14 @@ def _configuration(cfg, meta: dict) -> str:
 def _metrics(m: dict | None) -> str:
     if not m:
         return ""
-    e = html.escape
-    rows = [[e(n), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), e(str(v["support"]))]
+    rows = [[n, _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
             for n, v in m["per_class"].items()]
-    rows.append(["<b>macro average</b>", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
-                 _pct(m["f1_macro"]), e(str(m["n"]))])
+    rows.append([Raw("<b>macro average</b>"), _pct(m["precision_macro"]), _pct(m["recall_macro"]),
+                 _pct(m["f1_macro"]), m["n"]])
     table = _table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4})
     if len(rows) > 51:  # many classes: folded, so the page stays readable
         table = f"<details><summary>{len(rows) - 1} classes (open)</summary>{table}</details>"
-    mc = [[e(str(a)), e(str(p)), e(str(n))] for a, p, n in m.get("most_confused", [])[:15]]
+    mc = [list(r) for r in m.get("most_confused", [])[:15]]
     return ("<h2>Metrics per class</h2>" + table + "<h2>Most confused pairs</h2>"
             + (_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>"))
 
@@ -182,12 +195,11 @@ def _top_losses(run: Path) -> str:
     tl = run / "top_losses.csv"
     if not tl.is_file():
         return ""
-    e = html.escape
     with open(tl, newline="") as f:
         rows = list(csv.DictReader(f))[:16]
     return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
-        [_thumb(r["path"]), e(Path(r["path"]).name), e(r["actual"]), e(r["predicted"]), r["probability"],
-         r["loss"], e(r["top3"].replace(";", ", "))] for r in rows], {4, 5})
+        [Raw(_thumb(r["path"])), Path(r["path"]).name, r["actual"], r["predicted"], r["probability"],
+         r["loss"], ", ".join(f"{c} {p:.3f}" for c, p in parse_top3(r["top3"]))] for r in rows], {4, 5})
 
 
 def _test_split(run: Path, cfg) -> str:
@@ -204,9 +216,8 @@ def _skipped(run: Path) -> str:
     if not (run / "skipped.csv").is_file():
         return ""
     rows = _csv(run / "skipped.csv")[1:]
-    e = html.escape
     return (f"<h2>Skipped files ({len(rows)})</h2>"
-            + (_table(["path", "reason"], [[e(a), e(b)] for a, b in rows[:200]]) if rows else "<p>none</p>"))
+            + (_table(["path", "reason"], [r[:2] for r in rows[:200]]) if rows else "<p>none</p>"))
 
 
 def _summary(run: Path) -> str:

@@ -15,7 +15,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -24,6 +23,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 from ..core.errors import NothingToDo
 from ..core.rundir import load_config
 from ..data.edits import DECISIONS, Decisions
+from .top_losses import parse_top3
 
 
 @dataclass
@@ -133,7 +133,7 @@ class ReviewApp(App):
             yield self.image_widget(id="picture")
             with Vertical(id="info"):
                 yield Static(id="details")
-                yield OptionList(*[f"{i}  {c}" for i, c in enumerate(self.vocab)], id="classes")
+                yield OptionList(*[f"{i}  {c}" for i, c in enumerate(self.vocab)], id="classes", markup=False)
         yield Footer()
 
     def on_mount(self):
@@ -152,16 +152,20 @@ class ReviewApp(App):
             self.query_one("#picture").image = None
         self.query_one("#details", Static).update(self.details())
 
-    def details(self) -> str:
+    def details(self):
+        """The side panel: class names and paths shown as typed (built as styled text, not markup)."""
+        from textual.content import Content
+
         e, d = self.entry, self.decisions.get(self.entry.path)
         state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
-        top = "\n".join(f"  {c} {float(p):.3f}" for c, p in (t.split(":") for t in e.top3.split(";") if ":" in t))
+        top = "\n".join(f"  {c} {p:.3f}" for c, p in parse_top3(e.top3))
         done = sum(1 for x in self.entries if self.decisions.get(x.path))
-        return (f"[b]{self.pos + 1} / {len(self.entries)}[/]  ({done} decided)\n\n"
-                f"[dim]{e.split}[/] {escape(Path(e.path).name)}\n[dim]{escape(str(Path(e.path).parent))}[/]\n\n"
-                f"actual:     [b]{escape(e.actual)}[/]\npredicted:  [b]{escape(e.predicted)}[/]\n"
-                f"probability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{escape(top)}\n\n"
-                f"decision:   [b]{escape(state)}[/]\n\n[dim]k keep · r relabel · x remove · b back · n skip · q quit[/]")
+        return Content.assemble(
+            (f"{self.pos + 1} / {len(self.entries)}", "bold"), f"  ({done} decided)\n\n", (e.split, "dim"),
+            f" {Path(e.path).name}\n", (str(Path(e.path).parent), "dim"), "\n\nactual:     ", (e.actual, "bold"),
+            "\npredicted:  ", (e.predicted, "bold"), f"\nprobability {e.probability:.3f}\nloss        {e.loss:.3f}"
+            f"\n\ntop 3:\n{top}\n\ndecision:   ", (state, "bold"),
+            ("\n\nk keep · r relabel · x remove · b back · n skip · q quit", "dim"))
 
     def advance(self):
         if self.pos < len(self.entries) - 1:

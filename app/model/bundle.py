@@ -42,16 +42,53 @@ def read_meta(bundle: Path, need: tuple[str, ...] = ("model.onnx",)) -> dict:
         raise ModelError(f"{bundle} is not a model bundle (needs model.json and {' and '.join(need)})")
     try:
         meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
         name, _, version = str(meta.get("format", "")).partition("/")
         version = int(version)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:
         raise ModelError(f"{meta_file} is not a valid bundle description ({e})") from None
     if name != FORMAT:
         raise ModelError(f"{meta_file}: format {meta.get('format')!r} is not an {FORMAT} bundle")
     if version > VERSION:
         raise ModelError(f"{bundle} is a {FORMAT}/{version} bundle, newer than this app reads ({BUNDLE_FORMAT}): "
                          "update alexnet-cli")
+    problem = _problem(meta, preprocessing="model.onnx" in need)
+    if problem:
+        raise ModelError(f"{meta_file} is not a valid bundle description: {problem}")
     return meta
+
+
+RESIZE_METHODS = ("crop", "squish", "pad")  # fastai's ResizeMethod; data/images.py RESIZE implements them
+MAX_SIZE = 2048  # input sides above this are not AlexNet bundles this app wrote (and would exhaust memory)
+
+
+def _problem(meta: dict, preprocessing: bool) -> str | None:
+    """What in model.json a bundle cannot be used with, or None: its classes always; its input size
+    and normalisation when it is to predict (`preprocessing`), not when only its weights are read."""
+    from ..core.config import MIN_SIZE
+
+    classes, inp, norm = meta.get("classes"), meta.get("input"), meta.get("normalize")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        return f"classes must be a non-empty list of names, not {classes!r}"[:200]
+    if not preprocessing:
+        return None
+    size = inp.get("size") if isinstance(inp, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not MIN_SIZE <= size <= MAX_SIZE:
+        return f"input.size must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, not {size!r}"
+    for key in ("mean", "std"):
+        v = norm.get(key) if isinstance(norm, dict) else None
+        if not (isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v)):
+            return f"normalize.{key} must be 3 numbers (one per RGB channel), not {v!r}"
+    if any(x <= 0 for x in norm["std"]):
+        return f"normalize.std must be positive, not {norm['std']!r}"
+    if inp.get("resize_method", "crop") not in RESIZE_METHODS:  # absent in bundles before --resize: crop
+        return f"input.resize_method must be one of {', '.join(RESIZE_METHODS)}, not {inp['resize_method']!r}"
+    return None
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
 
 def to_input(arrays: list[np.ndarray], mean, std) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from fastcore.basics import noop
 
 from ..core import ranks as dist
@@ -18,7 +17,7 @@ from ..core.paths import show_progress
 from ..core.rundir import checkpoint_path, load_config
 from ..data.loaders import make_dls
 from .callbacks import GradientClipWhenOver, ModelInputs
-from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights
+from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights, torch_load
 
 
 def make_loss(label_smoothing: float, weight=None):
@@ -76,6 +75,8 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
     learn = build_learner(dls, weights, cfg.label_smoothing, wd=cfg.wd, path=run or ".", cbs=list(cbs), log=log,
                           head_dropout=cfg.head_dropout, body_layers=cfg.body_layers)
     if cfg.balance == "weights" and getattr(dls, "class_weights", None) is not None:
+        import torch
+
         learn.loss_func = make_loss(cfg.label_smoothing, torch.tensor(dls.class_weights, device=device))
     if not show_progress() or not dist.is_rank0():
         quiet(learn)
@@ -109,7 +110,7 @@ def load_run(run: str | Path, which: str = "last", loader: str | None = None, si
     if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
         raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
     learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"))
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = torch_load(ckpt)
     learn.model.load_state_dict(state["model"])
     learn.cur_size = cfg.size
     return learn, cfg, ds

@@ -127,22 +127,35 @@ def resolve_weights(spec: str | None, progress: bool = True) -> Weights:
     return Weights("state_dict", p, f"--weights {spec}: a torchvision AlexNet state dict")
 
 
-def read_state_dict(path: str | Path) -> dict:
+def torch_load(path: str | Path, mmap: bool = False):
+    """torch.load(weights_only=True): tensors, numbers and plain containers only. A file that holds
+    anything else (a pickle that would run code when loaded) is refused in one line, never loaded
+    another way."""
+    import pickle
+
     import torch
 
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise ModelError(f"{path} refused: it holds Python objects other than tensors and numbers (loading it "
+                         "would run code from the file), so it was not loaded") from None
+    except Exception as e:
+        raise ModelError(f"cannot read {path}: {first_line(e)}") from None
+
+
+def read_state_dict(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    except ModelError:
-        raise
-    except Exception as e:
-        raise ModelError(f"cannot read weights file {path}: {first_line(e)}") from None
+        except Exception as e:
+            raise ModelError(f"cannot read weights file {path}: {first_line(e)}") from None
+    return _unwrap(torch_load(path))
 
 
 def _unwrap(sd):

@@ -1,27 +1,37 @@
 """Export: the fastai learner pickle users know (learn.export), and beside it a bundle that
 needs no pickle: model.safetensors (weights), model.json (everything needed to rebuild and
 use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch on
-real validation images, through the same preprocessing `predict` runs).
+real validation images, through the same preprocessing `predict` runs; refused above
+ONNX_TOLERANCE).
 
-The pickle is a stock fastai Learner: only fastai, torch and standard-library objects, so
-`load_learner` works in any notebook with fastai installed, not only inside this project.
+The pickle is a stock fastai Learner whose image decoder is this app's (shipping/notebook.py):
+only fastai, torch, PIL, NumPy and standard-library objects, so `load_learner` works in any
+notebook with fastai installed, not only inside this project, and decodes files as training did.
+
+An export goes with its run (RUN/export/<run>.pkl and RUN/export/<run>/) unless --to says
+otherwise, is whole or absent: both artefacts are written under temporary names and renamed at
+the end, the pickle's name taken only if free (two exports at once: one wins, the other says
+so); a failure, a full disk or a kill leaves no half file and nothing that blocks the retry.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import json
+import os
 import pickletools
+import shutil
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.errors import RunError
-from ..core.files import read_json
-from ..core.paths import models_root
+from ..core.errors import ModelError, RunError, first_line
+from ..core.files import check_writable, os_reason, publish, read_json, writing
 from ..core.ranks import unwrap_model
 from ..core.rundir import load_config
 from ..model.bundle import BUNDLE_FORMAT, to_input
@@ -34,13 +44,25 @@ RESIZE_WORDS = {  # model.json's words for each fastai ResizeMethod (input.resiz
 }
 
 
-def _targets(run: Path, to: Path | None) -> tuple[Path, Path]:
-    pkl = Path(to) if to else models_root() / f"{Path(run).resolve().name}.pkl"
+# Largest |logit difference| between model.onnx and PyTorch on the sample images that an export
+# accepts (float32 through two runtimes differs by ~1e-6 here; a wrong graph by far more).
+ONNX_TOLERANCE = 1e-3
+
+
+EXPORT_DIR = "export"
+
+
+def export_targets(run: Path, to: Path | None = None, which: str = "last") -> tuple[Path, Path]:
+    """(pickle, bundle) an export of `run` writes: --to, else RUN/export/<run name>[-best].pkl, the
+    bundle beside it; refused now, before any work, if either exists."""
+    run = Path(run)
+    name = run.resolve().name + ("" if which == "last" else f"-{which}")
+    pkl = Path(to) if to else run / EXPORT_DIR / f"{name}.pkl"
     if pkl.suffix != ".pkl":
         pkl = pkl.with_suffix(".pkl")
     bundle = pkl.with_suffix("")
     for p in (pkl, bundle):
-        if p.exists():
+        if os.path.lexists(p):
             raise RunError(f"{p} already exists; nothing was overwritten (pass --to another path)")
     return pkl, bundle
 
@@ -52,36 +74,105 @@ def plain_model(learn):
     return model.float().cpu().to(memory_format=torch.contiguous_format).eval()
 
 
-def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print) -> tuple[Path, Path]:
-    """Both artefacts for a trained `learn` from `run`; neither overwrites anything."""
+def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print, which: str = "last"):
+    """Both artefacts for a trained `learn` from `run`, or neither; nothing is overwritten."""
     from ..data.scan import scan_for
 
     run = Path(run)
-    pkl, bundle = _targets(run, to)
+    pkl, bundle = export_targets(run, to, which)
+    check_writable(pkl, "export to")
     cfg, meta = load_config(run)
     ds = ds or scan_for(cfg)
     model = plain_model(learn)
-    pkl.parent.mkdir(parents=True, exist_ok=True)
-    export_pickle(model, cfg, ds, list(learn.dls.vocab), pkl)
+    with writing(pkl.parent, "export to"):
+        pkl.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(pkl, bundle)
+    need_space(pkl.parent, model)
+    part_pkl, part_bundle = (p.with_name(f".{p.name}.part{os.getpid()}") for p in (pkl, bundle))
+    try:
+        with _export_errors(pkl.parent):
+            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl)
+            write_bundle(model, run, cfg, meta, part_bundle, ds)
+            publish(part_pkl, pkl)  # the name is taken only if free: a concurrent export stops here
+            _publish_dir(part_bundle, bundle, pkl)
+    finally:
+        _remove(part_pkl)
+        _remove(part_bundle)
     log(f"learner pickle: {pkl}  (load_learner runs code from it: share the bundle instead)")
-    write_bundle(model, run, cfg, meta, bundle, ds)
     log(f"bundle: {bundle}  (model.safetensors, model.json, model.onnx)")
     return pkl, bundle
 
 
+def _publish_dir(part: Path, bundle: Path, pkl: Path) -> None:
+    """The finished bundle takes its name (a rename, never onto an existing folder); if it cannot,
+    the pickle just published goes too, so the export is whole or absent."""
+    try:
+        if os.path.lexists(bundle):
+            raise RunError(f"{bundle} already exists; nothing was overwritten (pass --to another path)")
+        os.rename(part, bundle)
+    except BaseException:
+        pkl.unlink()
+        raise
+
+
+@contextmanager
+def _export_errors(folder: Path):
+    """Write failures as one line: OSError by its reason; torch's own file writer reports a full
+    disk as a RuntimeError ("unexpected pos"), so the free space then says what happened."""
+    try:
+        yield
+    except OSError as e:
+        raise RunError(f"export to {folder} failed: {os_reason(e)}; nothing was written") from None
+    except RuntimeError as e:
+        free = shutil.disk_usage(folder).free
+        why = "no space left on device" if free < 16 << 20 else first_line(e)
+        raise RunError(f"export to {folder} failed: {why} ({free / 2**20:.0f} MB free); nothing was written") from None
+
+
+def need_space(folder: Path, model) -> None:
+    """The pickle, the safetensors and the ONNX file each hold every weight once: refuse now when the
+    folder's file system has not room for three copies (and 10 %)."""
+    need = int(3.3 * sum(p.numel() * p.element_size() for p in model.parameters()))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise RunError(f"export to {folder} needs about {need / 2**20:.0f} MB, and {free / 2**20:.0f} MB are free "
+                       "(no space left on device); nothing was written")
+
+
+def sweep_stale(*targets: Path) -> None:
+    """The temporaries (.NAME.part<pid>) of earlier exports to these targets whose process is gone
+    (killed): removed. Nothing else in the folder is touched."""
+    import psutil
+
+    for t in targets:
+        for p in t.parent.glob(glob.escape(f".{t.name}.part") + "*"):  # a name may hold [ ] * ?
+            pid = p.name.rpartition(".part")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+                _remove(p)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif os.path.lexists(p):
+        p.unlink()
+
+
 def stock_dls(ds, cfg, vocab: list[str]):
-    """DataLoaders made of fastai's own pieces (PILImage, ItemGetter, Categorize, Resize,
-    aug_transforms, Normalize with ImageNet statistics): same vocab, size and normalisation as
-    training, and nothing of this package, so the pickle loads wherever fastai does."""
-    from fastai.data.block import CategoryBlock, DataBlock
-    from fastai.data.transforms import RandomSplitter
-    from fastai.vision.data import ImageBlock
+    """DataLoaders made of fastai's own pieces (ItemGetter, Categorize, Resize, aug_transforms,
+    Normalize with ImageNet statistics) and the app's decoder, carried as source: same vocab, size,
+    normalisation and decoding as training, and nothing that imports this package, so the pickle
+    loads wherever fastai does."""
+    from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
+    from fastai.data.transforms import IntToFloatTensor, RandomSplitter
 
     from ..data.loaders import batch_augs, norm, resize_tfm
+    from .notebook import make_decoder
 
     picks = [next(i for i in ds.items if i.split == s) for s in ("train", "val")]
+    images = TransformBlock(type_tfms=make_decoder(), batch_tfms=IntToFloatTensor)  # ImageBlock, our decoder
     block = DataBlock.from_columns(
-        blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
+        blocks=(images, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
         item_tfms=resize_tfm(cfg, cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
     )
     items = ([str(i.path) for i in picks], [vocab[i.label] for i in picks])
@@ -101,7 +192,6 @@ def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
     learn.export(pkl.resolve())
     foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
     if foreign:
-        pkl.unlink()
         raise RunError(f"the learner pickle would need this package to load ({', '.join(foreign)}); not written")
 
 
@@ -125,14 +215,13 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
 
     from ..data.loaders import norm
 
-    tmp = bundle.with_name(bundle.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=False)
+    bundle.mkdir()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
+    save_file(state, str(bundle / "model.safetensors"))
     classes = meta.get("classes") or []
     n = norm()
     mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
-    diff = export_onnx(model, cfg.size, tmp / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
+    diff = export_onnx(model, cfg.size, bundle / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
     info = {
         "format": BUNDLE_FORMAT,
         "architecture": _architecture(model, len(classes), len(state)),
@@ -152,8 +241,7 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
         "versions": {**meta.get("versions", {}), **_lib_versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (tmp / "model.json").write_text(json.dumps(info, indent=2))
-    tmp.rename(bundle)
+    (bundle / "model.json").write_text(json.dumps(info, indent=2))
     return bundle
 
 
@@ -200,7 +288,8 @@ def _sample_inputs(ds, size: int, mean, std, resize: str = "crop", n: int = 16) 
 
 
 def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
-    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`."""
+    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`, refused
+    above ONNX_TOLERANCE."""
     import onnx
 
     from ..model.bundle import onnx_session
@@ -213,12 +302,18 @@ def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
     got = onnx_session(path).run(["logits"], {"input": x})[0]
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
-    return float(np.abs(got - want).max())
+    diff = float(np.abs(got - want).max())
+    if not diff <= ONNX_TOLERANCE:  # NaN included
+        raise ModelError(f"the ONNX model's logits differ from PyTorch's by {diff:.3g} (more than {ONNX_TOLERANCE:g}) "
+                         f"on {len(x)} validation images; nothing was exported")
+    return diff
 
 
 def export_run(run: Path, to: Path | None = None, which: str = "last", log=print) -> tuple[Path, Path]:
     """`python -m app export RUN`."""
     from ..model.learner import load_run
 
+    pkl, _ = export_targets(run, to, which)  # before loading anything
+    check_writable(pkl, "export to")
     learn, cfg, ds = load_run(run, which=which, log=lambda *_: None)
-    return export_learner(learn, Path(run), to, ds=ds, log=log)
+    return export_learner(learn, Path(run), to, ds=ds, log=log, which=which)

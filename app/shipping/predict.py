@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import DataError, ModelError, NothingToDo, RunError, first_line
-from ..data.images import RESIZE, BadImage, load_square, open_rgb
+from ..core.errors import DataError, ModelError, NothingToDo, RunError, UsageError, first_line
+from ..core.files import check_writable, write_new
+from ..data.images import BadImage, load_square, open_rgb
 from ..model.bundle import onnx_session, read_meta, softmax, to_input
 
 
@@ -40,17 +41,16 @@ class BundlePredictor:
     def __init__(self, bundle: Path):
         import onnxruntime as ort
 
-        self.meta = read_meta(bundle)
-        try:
-            self.classes = self.meta["classes"]
-            self.size = int(self.meta["input"]["size"])
-            self.resize = self.meta["input"].get("resize_method", "crop")  # bundles before --resize: crop
-            if self.resize not in RESIZE:
-                raise KeyError(f"input.resize_method {self.resize!r}")
-            self.mean, self.std = self.meta["normalize"]["mean"], self.meta["normalize"]["std"]
-        except (KeyError, TypeError) as e:
-            raise ModelError(f"{bundle / 'model.json'} is not a valid bundle description (missing {e})") from None
+        self.meta = read_meta(bundle)  # checked there: classes, input size and normalisation usable
+        self.classes = self.meta["classes"]
+        self.size = self.meta["input"]["size"]
+        self.resize = self.meta["input"].get("resize_method", "crop")  # bundles before --resize: crop
+        self.mean, self.std = self.meta["normalize"]["mean"], self.meta["normalize"]["std"]
         self.sess = onnx_session(bundle / "model.onnx", ort.get_available_providers())
+        outputs = self.sess.get_outputs()[0].shape
+        if len(outputs) != 2 or (isinstance(outputs[1], int) and outputs[1] != len(self.classes)):
+            raise ModelError(f"{bundle / 'model.onnx'} gives {outputs[1:]} outputs per image but "
+                             f"{bundle / 'model.json'} lists {len(self.classes)} classes")
 
     def load(self, path: Path) -> np.ndarray:
         return load_square(path, self.size, self.resize)
@@ -103,16 +103,21 @@ def open_model(model: Path):
     raise ModelError(f"model not found: {model}")
 
 
-def _check_output(path: Path | None) -> None:
-    if path is not None and Path(path).exists():
-        raise RunError(f"{path} already exists; nothing was overwritten (choose another path)")
+def check_outputs(csv_path: Path | None, jsonl: Path | None) -> None:
+    """Before any work: two different files, neither there yet, both in folders that can be written."""
+    if csv_path and jsonl and os.path.realpath(csv_path) == os.path.realpath(jsonl):
+        raise UsageError(f"--csv and --jsonl name the same file ({csv_path}); give each its own path")
+    for path in (csv_path, jsonl):
+        if path is not None and os.path.lexists(path):
+            raise RunError(f"{path} already exists; nothing was overwritten (choose another path)")
+        if path is not None:
+            check_writable(path)
 
 
 def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | None = None,
                  jsonl: Path | None = None, bs: int = 64, console=None, progress_factory=None) -> list[dict]:
     """Classify `target` (file or folder); prints a table, optionally writes CSV / JSON lines."""
-    _check_output(csv_path)
-    _check_output(jsonl)
+    check_outputs(csv_path, jsonl)
     files, skipped = list_inputs(target)
     pred = open_model(model)
     k = min(top_k, len(pred.classes))
@@ -138,11 +143,11 @@ def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | Non
                     results.append({"path": str(p), "top": [(pred.classes[i], float(pr[i])) for i in order]})
             if ctx:
                 ctx.advance(task, len(loaded))
+    if results and csv_path:  # written (whole, under a free name) before anything is printed
+        write_new(csv_path, lambda f: _write_csv(results, f, k))
+    if results and jsonl:
+        write_new(jsonl, lambda f: _write_jsonl(results, f))
     _print(results, skipped, console, many=bool(csv_path or jsonl), base=Path(target) if Path(target).is_dir() else None)
-    if csv_path:
-        _write_csv(results, csv_path, k)
-    if jsonl:
-        _write_jsonl(results, jsonl)
     if not results:
         raise NothingToDo(f"no readable image in {target} ({len(skipped)} skipped)")
     return results
@@ -156,37 +161,36 @@ class _Null:
         return False
 
 
-def _write_jsonl(results, path: Path) -> None:
-    with open(path, "w") as f:
-        for r in results:
-            f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}))
-            f.write("\n")
+def _write_jsonl(results, f) -> None:
+    for r in results:
+        f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}))
+        f.write("\n")
 
 
-def _write_csv(results, path: Path, k: int) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"prob_{i}")])
-        for r in results:
-            w.writerow([r["path"]] + [v for c, p in r["top"] for v in (c, f"{p:.6f}")])
+def _write_csv(results, f, k: int) -> None:
+    w = csv.writer(f)
+    w.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"prob_{i}")])
+    for r in results:
+        w.writerow([r["path"]] + [v for c, p in r["top"] for v in (c, f"{p:.6f}")])
 
 
 def _print(results, skipped, console, many: bool, base: Path | None = None) -> None:
+    """The table; every path and class name as a rich Text, so `[...]` in them is shown as typed."""
     if console is None:
         return
     from rich.table import Table
+    from rich.text import Text
 
     shown = results[:20] if many and len(results) > 20 else results
-    if not results:
-        t = None
-    elif len(results) == 1:
-        t = Table(title=results[0]["path"], title_justify="left")
+    t = None
+    if len(results) == 1:
+        t = Table(title=Text(results[0]["path"]), title_justify="left")
         t.add_column("class")
         t.add_column("probability", justify="right")
         for c, p in results[0]["top"]:
-            t.add_row(c, f"{p:.4f}")
-    else:
-        t = Table(title=f"{base}" if base else None, title_justify="left")
+            t.add_row(Text(c), f"{p:.4f}")
+    elif results:
+        t = Table(title=Text(str(base)) if base else None, title_justify="left")
         t.add_column("image", overflow="fold")
         t.add_column("prediction")
         t.add_column("probability", justify="right")
@@ -195,7 +199,7 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
             c, p = r["top"][0]
             rest = ", ".join(f"{c2} {p2:.2f}" for c2, p2 in r["top"][1:])
             name = str(Path(r["path"]).relative_to(base)) if base else r["path"]
-            t.add_row(name, c, f"{p:.4f}", rest)
+            t.add_row(Text(name), Text(c), f"{p:.4f}", Text(rest))
     if t is not None:
         console.print(t)
     if len(shown) < len(results):

@@ -17,7 +17,10 @@ import torch
 from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import CSVLogger
 
+from ..core.errors import RunError
+from ..core.files import os_reason
 from ..core.ranks import is_rank0, unwrap_model, world_size
+from ..core.rundir import update_config
 from ..data.loaders import set_size
 from .epochs import size_at, total_epochs, validates
 from .state import atomic_save, loadable, rng_state
@@ -181,11 +184,26 @@ class Checkpoint(EpochAware):
             "smooth_loss": {"val": float(self.recorder.smooth_loss.val), "count": int(self.recorder.smooth_loss.count)},
             "time": time.time(),
         }
-        if value is not None and (self.best is None or value > self.best):
-            self.best = value
-            ckpt["best"] = value
-            atomic_save({"model": state, "epoch": self.global_epoch, self.monitor: value}, self.dir / "best.pth")
-        atomic_save(ckpt, self.dir / "last.pth")
+        try:
+            if value is not None and (self.best is None or value > self.best):
+                self.best = value
+                ckpt["best"] = value
+                atomic_save({"model": state, "epoch": self.global_epoch, self.monitor: value}, self.dir / "best.pth")
+            atomic_save(ckpt, self.dir / "last.pth")
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, e: OSError):
+        """A checkpoint that cannot be written (a full disk) ends the run in one line, config.json
+        saying so (the partial file is gone by now, so the few bytes it needs are free again)."""
+        why = os_reason(e)
+        kept = f"models/last.pth holds epoch {self.global_epoch - 1}" if self.global_epoch else "no epoch is saved"
+        try:
+            update_config(self.dir.parent, status=f"failed: checkpoint of epoch {self.global_epoch} not written ({why})")
+        except (OSError, RunError):
+            pass
+        raise RunError(f"cannot write the checkpoint of epoch {self.global_epoch} in {self.dir}: {why} ({kept}; "
+                       "free some space and resume)") from None
 
 
 class RestoreSmoothLoss(Callback):

@@ -1,22 +1,41 @@
-"""Mistakes in paths, found before the seconds it takes to import torch and fastai."""
+"""Mistakes in paths, found before the seconds it takes to import torch and fastai (and, on
+--resume, before any training: a checkpoint that would be refused, exports that already exist)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.files import refuse_existing
+from ..core.files import check_writable, refuse_existing
+from ..core.paths import runs_root
 from ..core.rundir import load_config
 from ..data.layout import detect
 from ..model.weights import check_weights
 
 
-def precheck(out=None, resume=None, weights: str | None = None, data=None, labels=None, valid_pct: float = 0.2,
-             split_seed: int = 42) -> None:
-    """--resume names a run; --out does not exist; --weights and --data exist and look right."""
+def precheck(out=None, resume=None, weights: str | None = None, data=None, export: bool = False, labels=None,
+             valid_pct: float = 0.2, split_seed: int = 42) -> None:
+    """--resume names a run whose settings and checkpoint load; --out does not exist and can be made;
+    --weights and --data exist and look right (in any accepted layout); the exports a finished run
+    would write are free."""
     if resume:
-        load_config(resume)
+        load_config(resume)  # its settings are checked as they are read
+        _checkpoint_loads(Path(resume))
+        if export:
+            from ..shipping.export import export_targets
+
+            export_targets(Path(resume))
         return
     refuse_existing(out)
+    check_writable(Path(out) if out else runs_root() / "run", "create the run directory")
     check_weights(weights)
     if data:
         detect(Path(data), labels, valid_pct, split_seed)
+
+
+def _checkpoint_loads(run: Path) -> None:
+    """The last checkpoint reads as tensors and numbers only (its tensors memory-mapped, not read)."""
+    last = run / "models" / "last.pth"
+    if last.is_file():
+        from ..model.weights import torch_load
+
+        torch_load(last, mmap=True)

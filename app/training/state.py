@@ -4,6 +4,7 @@ resume and by the time-budget probe, which must leave the run's state as it foun
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def load_opt_state(opt, sd: dict) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write then rename: a kill mid-write leaves the previous file intact."""
+    """Write then rename: a kill mid-write leaves the previous file intact. A full disk is the
+    OSError(ENOSPC) it is, not the "unexpected pos" RuntimeError torch's zip writer turns it into."""
     with atomic(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            w = _Recording(f)
+            try:
+                torch.save(obj, w)
+            except RuntimeError:
+                if w.error is not None:
+                    raise w.error from None
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class _Recording:
+    """A file for torch.save that keeps the OSError of a failed write (torch reports only its own)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, b):
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        self.f.flush()

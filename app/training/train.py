@@ -23,7 +23,7 @@ from ..core.host import rss_mb
 from ..core.paths import show_progress
 from ..core.rundir import update_config
 from ..model.learner import build
-from ..model.weights import Weights, resolve_weights
+from ..model.weights import Weights, resolve_weights, torch_load
 from .after_fit import Finish
 from .callbacks import BatchLog, Checkpoint, FinalPreds, HistoryCSV, ProgressiveResize, RestoreSmoothLoss, ValidEvery
 from .context import RunContext, open_run
@@ -157,7 +157,7 @@ def _checkpoint(run: Path) -> tuple[dict | None, int]:
     last = run / "models" / "last.pth"
     if not last.is_file():
         return None, 0
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    ckpt = torch_load(last)  # tensors and numbers only: a file that would run code is refused (exit 4)
     return ckpt, ckpt["epoch"] + 1
 
 

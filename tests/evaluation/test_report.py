@@ -64,3 +64,32 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     finally:
         driver.quit()
     assert_png(shot)
+
+
+def test_every_value_read_back_from_run_files_is_escaped(fitted, tmp_path):
+    """Edited run files: markup in numeric columns too (a probability cell, a support count, a
+    history cell, the image count) is shown as text, never as HTML."""
+    import csv
+    import json
+
+    run = shutil.copytree(fitted[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.pth"))
+    evil = "<script>alert(1)</script>"
+    with open(run / "top_losses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0].update(probability=evil, loss="<img src=x onerror=alert(2)>", top3=evil, actual=evil)
+    with open(run / "top_losses.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    m = json.loads((run / "metrics.json").read_text())
+    first = next(iter(m["per_class"]))
+    m["per_class"][first].update(support=evil, precision="<b>99</b>")
+    m["n"], m["most_confused"] = evil, [[evil, evil, evil]]
+    (run / "metrics.json").write_text(json.dumps(m))
+    hist = (run / "history.csv").read_text().splitlines()
+    hist[1] = hist[1].replace(hist[1].split(",")[1], evil, 1)
+    (run / "history.csv").write_text("\n".join(hist) + "\n")
+    run_cli("report", run, check=True)
+    page = (run / "report.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page and "<b>99</b>" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6

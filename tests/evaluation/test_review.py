@@ -116,7 +116,8 @@ def test_apply_refuses_paths_outside_the_root_and_reports_missing_files(review_r
         w.writerow([str(data / "val" / "n01440764" / "vanished.jpg"), "remove", "", "x", "y", "1", "t"])
         w.writerow([entries[0].path, "relabel", "../../escape", "x", "y", "1", "t"])
     p = run_cli("review", run, "--apply", "--yes", check=True)
-    assert p.stdout.count("outside the dataset root (refused)") == 2
+    # the same outside file spelt two ways: one decision (the later, through val/../..), refused
+    assert p.stdout.count("outside the dataset root (refused)") == 1 and "listed twice" in p.stdout
     assert "no longer present" in p.stdout and "unknown class" in p.stdout
     assert "nothing to apply" in p.stdout
     assert outside.read_bytes() == b"mine" and Path(entries[0].path).exists()
@@ -172,3 +173,70 @@ def test_review_train_adds_the_training_images_worst_first(fitted, tmp_path):
     (run / "top_losses_train.csv").unlink()
     load_entries(run, include_train=True)  # a second pass: without augmentation, the very same losses
     assert (run / "top_losses_train.csv").read_text() == first
+
+
+def _screen_run(tmp_path, classes):
+    """A run (no training) whose config names `classes`, over a generated dataset."""
+    from ..data.test_edits import make_dataset
+
+    run, root = make_dataset(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["classes"] = cfg["synsets"] = classes
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run, root
+
+
+def _screen_text(app) -> tuple[str, list[str]]:
+    from textual.widgets import OptionList, Static
+
+    ol = app.query_one("#classes", OptionList)
+    details = app.query_one("#details", Static).visual.plain
+    return details, [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+
+
+def test_markup_in_class_names_and_paths_is_shown_as_typed(tmp_path):
+    from app.evaluation.review import Entry
+
+    names = ["[reverse]loud", "[link=http://x]tench", "back\\[b]slash"]
+    run, root = _screen_run(tmp_path, names)
+    img = root / "val" / "alpha" / "alpha_0000.png"
+    odd = img.parent / "[" / "x]" / "[reverse]x.png"  # "[/x]" in the folder shown
+    odd.parent.mkdir(parents=True)
+    img.rename(odd)
+    entry = Entry(str(odd), names[0], names[1], 0.7, 1.2, top3_cell([(names[1], 0.7), (names[0], 0.2)]))
+
+    async def drive():
+        app = make_app(run, [entry], graphics="unicode")
+        async with app.run_test(size=(140, 45)) as pilot:
+            await pilot.press("r")
+            return _screen_text(app)
+
+    details, options = asyncio.run(drive())
+    assert options == [f"{i}  {n}" for i, n in enumerate(names)]
+    for typed in (names[0], names[1], "[reverse]x.png", "[/x]", f"{names[1]} 0.700"):
+        assert typed in details, details
+
+
+def test_a_class_name_with_a_colon_is_shown_from_new_and_old_top3_cells(tmp_path):
+    from app.evaluation.review import Entry
+    from app.evaluation.top_losses import parse_top3
+
+    names = ["12:30 train", "tench"]
+    run, root = _screen_run(tmp_path, names)
+    img = str(root / "val" / "alpha" / "alpha_0000.png")
+    old = "12:30 train:0.900;tench:0.100"  # the format written before
+    assert parse_top3(old) == parse_top3(top3_cell([(names[0], 0.9), (names[1], 0.1)])) == [(names[0], 0.9),
+                                                                                             (names[1], 0.1)]
+    for cell in (old, top3_cell([(names[0], 0.9), (names[1], 0.1)])):
+        async def drive(cell=cell):
+            app = make_app(run, [Entry(img, names[1], names[0], 0.9, 2.3, cell)], graphics="unicode")
+            async with app.run_test(size=(140, 45)):
+                return _screen_text(app)[0]
+
+        assert "12:30 train 0.900" in asyncio.run(drive())
+
+
+def top3_cell(pairs):
+    from app.evaluation.top_losses import format_top3
+
+    return format_top3(pairs)

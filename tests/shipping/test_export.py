@@ -126,15 +126,170 @@ def test_a_bundle_of_a_newer_format_is_refused_in_one_line(exported, small_data,
     assert_one_line_error(run_cli("predict", newer, small_data / "val"), 4, "newer than this app reads")
 
 
-def test_onnx_parity_is_measured_on_real_validation_images(small_data):
-    """The export's ONNX check feeds real validation images through predict's own preprocessing."""
-    from app.data.images import load_square
+def test_onnx_sample_inputs_are_what_fastai_validation_feeds_the_model(small_data, tmp_path):
+    """The images the ONNX check runs on, against fastai's own validation pipeline (PILImage.create,
+    Resize, ToTensor, IntToFloatTensor, Normalize), not the functions the export uses: each sample
+    is one real validation image, preprocessed as training validated it. Imagenette's copies are
+    all 224 x 224, so the validation photos are cut to landscape and portrait first (a squash
+    instead of a centre crop would then show)."""
+    import shutil
+
+    import torch
+    from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+    from PIL import Image
+
     from app.data.scan import scan
-    from app.model.bundle import to_input
     from app.shipping.export import _sample_inputs
 
-    ds = scan(small_data)
-    x = _sample_inputs(ds, 64, [0.5] * 3, [0.25] * 3, n=4)
-    val = [i for i in ds.items if i.split == "val"]
-    want = to_input([load_square(i.path, 64) for i in val[:: len(val) // 4][:4]], [0.5] * 3, [0.25] * 3)
-    assert x.shape == (4, 3, 64, 64) and np.array_equal(x, want)
+    data = shutil.copytree(small_data, tmp_path / "data")
+    for i, f in enumerate(sorted((data / "val").rglob("*.JPEG"))):
+        im = Image.open(f).convert("RGB")
+        im.crop((0, 0, im.width, im.height * 2 // 3) if i % 2 else (0, 0, im.width * 2 // 3, im.height)).save(f)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    ds = scan(data)
+    x = _sample_inputs(ds, 64, mean, std, n=5)
+    resize, to_t, to_f = Resize(64), ToTensor(), IntToFloatTensor()
+    norm = Normalize.from_stats(mean, std, cuda=False)
+
+    def fastai_validation(path):
+        im = resize(PILImage.create(path), split_idx=1)
+        return norm(to_f(to_t(im)[None])).squeeze(0).numpy()
+
+    want = np.stack([fastai_validation(i.path) for i in ds.items if i.split == "val"])
+    assert x.shape == (5, 3, 64, 64) and x.dtype == np.float32
+    for row in x:
+        gaps = np.abs(want - row).reshape(len(want), -1).max(1)
+        assert gaps.min() < 1e-5, gaps.min()  # exactly one validation image, as fastai validates it
+    assert len({int(np.abs(want - row).reshape(len(want), -1).max(1).argmin()) for row in x}) == 5
+    assert torch.is_tensor(torch.from_numpy(x))
+
+
+class Drifts(torch.nn.Module):
+    """A model whose output changes with each call: the ONNX graph (traced at the first) no longer
+    matches PyTorch's next answer, a large, real difference."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.lin = 0, torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x.mean((2, 3))) * 10 * self.calls
+
+
+def test_a_large_onnx_difference_is_refused(tmp_path):
+    from app.core.errors import ModelError
+    from app.shipping.export import export_onnx
+
+    x = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    with pytest.raises(ModelError, match="differ from PyTorch's by"):
+        export_onnx(Drifts().eval(), 64, tmp_path / "m.onnx", x)
+    assert export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 4)).eval(), 64,
+                       tmp_path / "ok.onnx", x) < 1e-4
+
+
+def test_a_refused_export_leaves_nothing_and_the_retry_works(fitted, tmp_path, monkeypatch):
+    from app.core.errors import ModelError
+    from app.shipping import export
+
+    run, _ = fitted
+    to = tmp_path / "out" / "m.pkl"
+    monkeypatch.setattr(export, "ONNX_TOLERANCE", -1.0)  # every difference refused: the bundle fails last
+    with pytest.raises(ModelError):
+        export.export_run(run, to)
+    assert list(to.parent.iterdir()) == []  # no pickle, no bundle, no temporary
+    monkeypatch.setattr(export, "ONNX_TOLERANCE", 1e-3)
+    pkl, bundle = export.export_run(run, to)
+    assert pkl.is_file() and (bundle / "model.onnx").is_file()
+    assert sorted(p.name for p in to.parent.iterdir()) == ["m", "m.pkl"]
+
+
+def test_a_killed_export_leaves_nothing_that_blocks_the_retry(fitted, tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    import zipfile
+
+    from ..conftest import ROOT
+
+    run, _ = fitted
+    rng = random.Random(5)
+    out = tmp_path / "out"
+    out.mkdir()
+    interrupted = 0
+    for _ in range(4):
+        p = subprocess.Popen([sys.executable, "-m", "app", "export", str(run), "--to", str(out / "m.pkl")], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while p.poll() is None and not any(out.iterdir()):  # it has begun writing
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.8))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        names = {x.name for x in out.iterdir()}
+        if names & {"m.pkl", "m"}:  # under their names only when whole: both, the zip complete
+            assert {"m.pkl", "m"} <= names, names
+            assert zipfile.ZipFile(out / "m.pkl").testzip() is None and (out / "m" / "model.json").is_file()
+            break
+        interrupted += 1
+    else:
+        run_cli("export", run, "--to", out / "m.pkl", check=True)
+    assert interrupted >= 1, "no kill landed while the export was writing"
+    assert sorted(p.name for p in out.iterdir()) == ["m", "m.pkl"]  # stale temporaries swept
+    assert zipfile.ZipFile(out / "m.pkl").testzip() is None
+
+
+def test_two_exports_of_one_run_at_once_one_wins(fitted, tmp_path):
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT
+
+    run, _ = fitted
+    to = tmp_path / "m.pkl"
+    procs = [subprocess.Popen([sys.executable, "-m", "app", "export", str(run), "--to", str(to)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    assert sorted(rc for rc, _, _ in outs) == [0, 5], outs
+    _, _, err = next(o for o in outs if o[0] == 5)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "already exists" in lines[0] and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.pkl"]
+    assert {f.name for f in (tmp_path / "m").iterdir()} == {"model.safetensors", "model.json", "model.onnx"}
+
+
+def test_a_full_disk_export_is_one_line_and_leaves_nothing(fitted, tmp_path):
+    from ..mounts import full_disk, listing, run_mounted
+
+    run, _ = fitted
+    disk, left = tmp_path / "disk", tmp_path / "left"
+    p = run_mounted(full_disk(disk, "64m"), "export", run, "--to", disk / "m.pkl", after=listing(disk, left))
+    assert_one_line_error(p, 5, "no space left")
+    assert left.read_text().split() == [".fill"]
+
+
+def test_a_disk_that_fills_while_the_pickle_is_written_is_one_line(fitted, tmp_path):
+    """The up-front space check bypassed, so the real writer meets the full disk."""
+    from ..mounts import listing, run_mounted, tmpfs
+
+    run, _ = fitted
+    disk, left = tmp_path / "disk", tmp_path / "left"
+    code = ("import sys\nimport app.shipping.export as e\ne.need_space = lambda *a: None\n"
+            "from app.cli import main\nsys.exit(main(sys.argv[1:]))")
+    p = run_mounted(tmpfs(disk, "6m"), python=["-c", code, "export", str(run), "--to", str(disk / "m.pkl")],
+                    after=listing(disk, left))
+    assert_one_line_error(p, 5, "no space left")
+    assert left.read_text().split() == []
+
+
+def test_export_to_a_read_only_folder_is_one_line_before_loading(fitted, tmp_path):
+    from ..mounts import read_only, run_mounted
+
+    run, _ = fitted
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    p = run_mounted(read_only(ro), "export", run, "--to", ro / "m.pkl")
+    assert_one_line_error(p, 5, "read-only", str(ro))

@@ -1,6 +1,7 @@
 """predict: the bundle path runs without torch or fastai; folders are batched; files are never overwritten."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -65,3 +66,81 @@ def test_nothing_readable_is_exit_7_and_outputs_are_never_overwritten(bundle, tm
     keep.write_text("precious")
     assert_one_line_error(run_cli("predict", bundle, d, "--csv", keep), 5, "already exists")
     assert keep.read_text() == "precious"
+
+
+def test_one_file_for_both_csv_and_jsonl_is_refused_before_any_work(bundle, small_data, tmp_path):
+    out = tmp_path / "both.out"
+    assert_one_line_error(run_cli("predict", bundle, small_data / "val", "--csv", out, "--jsonl", out), 2,
+                          "--csv and --jsonl")
+    assert not out.exists()
+
+
+def test_an_existing_jsonl_is_never_overwritten(bundle, small_data, tmp_path):
+    keep = tmp_path / "mine.jsonl"
+    keep.write_text("precious")
+    assert_one_line_error(run_cli("predict", bundle, small_data / "val", "--jsonl", keep), 5, "already exists")
+    assert keep.read_text() == "precious"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_empty_csv(bundle, small_data, tmp_path):
+    from ..mounts import full_disk, listing, run_mounted
+
+    disk, left = tmp_path / "disk", tmp_path / "left"
+    p = run_mounted(full_disk(disk), "predict", bundle, small_data / "val", "--csv", disk / "preds.csv",
+                    after=listing(disk, left))
+    assert_one_line_error(p, 5, "no space left", "preds.csv")
+    assert left.read_text().split() == [".fill"]  # what the full disk held afterwards: no CSV, no temporary
+
+
+def test_a_read_only_folder_is_one_line_before_the_predictions(bundle, small_data, tmp_path):
+    from ..mounts import read_only, run_mounted
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for opt in ("--csv", "--jsonl"):
+        p = run_mounted(read_only(ro), "predict", bundle, small_data / "val", opt, ro / "out")
+        assert_one_line_error(p, 5, "read-only", str(ro / "out"))
+        assert "classified" not in p.stdout  # refused before the work, not after it
+
+
+def test_markup_in_paths_and_class_names_is_shown_as_typed(bundle, small_data, tmp_path):
+    import csv
+    import shutil
+
+    names = ["[reverse]loud", "[/x]", "[link=http://example.com]tench", "[bold red]"]
+    odd = tmp_path / "odd"
+    shutil.copytree(bundle, odd)
+    meta = json.loads((odd / "model.json").read_text())
+    meta["classes"] = names
+    (odd / "model.json").write_text(json.dumps(meta))
+    folder = tmp_path / "[" / "x]"  # "[/x]" in every path
+    folder.mkdir(parents=True)
+    for f in sorted((small_data / "val" / "n03888257").iterdir())[:2]:
+        shutil.copy(f, folder / f"[reverse]{f.name}")
+    out = tmp_path / "p.csv"
+    for target in (folder, next(folder.iterdir())):
+        p = run_cli("predict", odd, target, "--csv", out, "--top-k", 4, check=True)
+        assert str(target if target.is_file() else folder) in p.stdout and "[reverse]ILSVRC" in p.stdout
+        assert sum(n in p.stdout for n in names) >= 2, p.stdout
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and all(r["class_1"] in names for r in rows)
+        out.unlink()
+
+
+def test_outputs_are_written_before_the_table_is_printed(bundle, small_data, tmp_path):
+    from rich.console import Console
+
+    from app.shipping.predict import predict_path
+
+    csv_path, jsonl = tmp_path / "p.csv", tmp_path / "p.jsonl"
+    seen = []
+
+    class Watching(Console):
+        def print(self, *a, **kw):
+            seen.append((csv_path.is_file() and csv_path.stat().st_size > 0, jsonl.is_file()))
+            return super().print(*a, **kw)
+
+    predict_path(bundle, small_data / "val" / "n03888257", csv_path=csv_path, jsonl=jsonl,
+                 console=Watching(file=open(os.devnull, "w")))
+    assert seen and all(c and j for c, j in seen)

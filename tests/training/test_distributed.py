@@ -18,8 +18,8 @@ from ..conftest import ROOT, run_cli
 @pytest.mark.slow
 def test_torchrun_two_processes(small_data, tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    runs, models, probe = tmp_path / "runs", tmp_path / "models", tmp_path / "probe"
-    env = {**os.environ, "APP_RUNS_DIR": str(runs), "APP_MODELS_DIR": str(models), "APP_DDP_PROBE": str(probe),
+    runs, probe = tmp_path / "runs", tmp_path / "probe"
+    env = {**os.environ, "APP_RUNS_DIR": str(runs), "APP_DDP_PROBE": str(probe),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", str(ROOT / "tests" / "ddp_probe.py"),
            "fit-one-cycle", "--data", str(small_data), "--epochs", "2", "--size", "96", "--progressive", "64:0.5",
@@ -31,7 +31,8 @@ def test_torchrun_two_processes(small_data, tmp_path):
     assert len(made) == 1, made  # one run directory, written by rank 0 only
     run = made[0]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
-    assert len(list(models.glob("*.pkl"))) == 1 and len([d for d in models.iterdir() if d.is_dir()]) == 1
+    export = run / "export"  # one export, written by rank 0, inside the run
+    assert len(list(export.glob("*.pkl"))) == 1 and len([d for d in export.iterdir() if d.is_dir()]) == 1
 
     shards = [(probe.parent / f"probe.shards.rank{r}").read_text().split("\n")[0] for r in (0, 1)]
     a, b = (set(map(int, s.split(","))) for s in shards)
