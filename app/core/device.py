@@ -38,6 +38,15 @@ def cuda_available() -> bool:
         return torch.cuda.is_available()
 
 
+def trains_on_cuda(device: str | None = "auto") -> bool:
+    """Whether the device --device names is a GPU (`auto`: CUDA when it works), decided without
+    touching the device: the preset and the time budget follow the device that will train, not
+    what the machine has (`--device cpu` on a GPU machine gets the CPU recipe and budget)."""
+    if device in ("auto", "", None):
+        return cuda_available()
+    return str(device).strip().lower().startswith("cuda")
+
+
 def gpu_present() -> bool:
     """An NVIDIA GPU is visible to the OS (device files or nvidia-smi), whatever CUDA says."""
     return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None

@@ -49,13 +49,13 @@ def find_lr(learn, unfrozen: bool = True) -> tuple[dict, float]:
 def run_lr_find(preset: str = "auto", weights: str | None = None, out=None, console=None, progress=None,
                 **flags) -> Path:
     """`python -m app lr-find` as typed: settings and weights resolved, then lr_find."""
-    from ..core.device import cuda_available
+    from ..core.device import trains_on_cuda
     from ..core.paths import show_progress
     from ..model.weights import resolve_weights
     from .presets import resolve
 
     w = resolve_weights(weights, progress=show_progress())
-    cfg = resolve("lr-find", preset, w.spec, cuda_available(), **flags)
+    cfg = resolve("lr-find", preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
     return lr_find(cfg, out=str(out) if out else None, console=console, progress=progress)
 
 

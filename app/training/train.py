@@ -41,10 +41,10 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
         return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
-    from ..core.device import cuda_available
+    from ..core.device import trains_on_cuda
 
     w = resolve_weights(weights, progress=show_progress())
-    cfg = resolve(command, preset, w.spec, cuda_available(), **flags)
+    cfg = resolve(command, preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)

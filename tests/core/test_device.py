@@ -60,3 +60,11 @@ def test_loaded_optimizer_state_moves_beside_its_parameters():
     load_opt_state(opt2, saved)
     tensors = [v for _, _, st, _ in opt2.all_params() for v in st.values() if isinstance(v, torch.Tensor)]
     assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
+def test_the_training_device_is_the_one_asked_for_not_the_machines(monkeypatch):
+    monkeypatch.setattr(dev, "cuda_available", lambda: True)  # a machine with a GPU
+    assert dev.trains_on_cuda("auto") and dev.trains_on_cuda(None) and dev.trains_on_cuda("cuda:1")
+    assert not dev.trains_on_cuda("cpu") and not dev.trains_on_cuda("CPU")
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    assert not dev.trains_on_cuda("auto") and dev.trains_on_cuda("cuda")  # pick_device refuses it later
