@@ -151,10 +151,12 @@ def _command(name: str, options: dict, help: str):
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """The command's one live display (bars on a terminal only; see app/core/progress.py). It is
+    drawn on the console that prints the command's lines: rich writes another console's output
+    past the live display, which leaves each line glued to a half-drawn bar."""
+    from .core.progress import make_progress
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True, disable=not show_progress(sys.stderr))
+    return make_progress(console, show_progress(sys.stdout))
 
 
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
@@ -243,7 +245,9 @@ def evaluate(
     """Metrics (scikit-learn), confusion matrix, most confused, top losses and all figures for a run."""
     from .evaluation.evaluate import evaluate_run
 
-    evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console)
+    with _progress() as progress:
+        evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console,
+                     progress=progress)
     console.print(f"metrics: {run / 'metrics.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.device import cuda_available
 from ..core.paths import dataset_cache_dir
+from ..core.progress import bar
 from .images import BadImage, center_crop_resize, needs_pil, open_rgb
 from .scan import Dataset, Item
 
@@ -237,19 +238,18 @@ def build(ds, sizes: tuple[int, ...], rows, progress=None, workers=None, decoder
         shutil.rmtree(t, ignore_errors=True)
         t.mkdir(parents=True)
     paths = [str(it.path) for it in ds.items]
-    task = progress.add_task(f"decoding to {', '.join(map(str, sizes))}px", total=len(paths)) if progress else None
     kept, skipped = [], []
     files = {s: open(tmps[s] / "images.u8", "wb") for s in sizes}
     try:
-        for i, res in enumerate(decoded(paths, sizes, decoder, workers)):
-            if isinstance(res, str):
-                skipped.append((paths[i], res[1:] if res.startswith("!") else res))
-            else:
-                for s, b in zip(sizes, res):
-                    files[s].write(b)
-                kept.append(i)
-            if progress:
-                progress.advance(task)
+        with bar(progress, f"decoding to {', '.join(map(str, sizes))}px", len(paths)) as advance:
+            for i, res in enumerate(decoded(paths, sizes, decoder, workers)):
+                if isinstance(res, str):
+                    skipped.append((paths[i], res[1:] if res.startswith("!") else res))
+                else:
+                    for s, b in zip(sizes, res):
+                        files[s].write(b)
+                    kept.append(i)
+                advance()
     finally:
         for f in files.values():
             f.close()

@@ -39,7 +39,7 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         run = Path(resume)
         cfg, _ = load_config(run)
     else:
-        cfg = cfg.replace(data=str(resolve_data(cfg.data)))
+        cfg = cfg.replace(data=str(resolve_data(cfg.data, progress)))
     check_sizes(cfg)
     device = pick_device(cfg.device, log=console.print if console else print)
     dist.init(device)

@@ -19,7 +19,6 @@ from ..core import ranks as dist
 from ..core.config import TrainConfig
 from ..core.errors import Interrupted, UsageError
 from ..core.host import rss_mb
-from ..core.paths import show_progress
 from ..core.rundir import update_config
 from ..model.learner import build
 from ..model.weights import Weights, resolve_weights
@@ -43,7 +42,7 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
         return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
     from ..core.device import trains_on_cuda
 
-    w = resolve_weights(weights, progress=show_progress())
+    w = resolve_weights(weights, progress=progress)
     cfg = resolve(command, preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
@@ -71,7 +70,7 @@ def _fit_size(cfg: TrainConfig, console, progress):
     from ..data.scan import scan
     from .presets import fit_size_to_images
 
-    data = resolve_data(cfg.data)
+    data = resolve_data(cfg.data, progress)
     ds = scan(data, progress=progress)
     side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
@@ -92,7 +91,7 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
         _truncate_logs(s.run, start_epoch)
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
         shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
-    learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights)
+    learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights, progress=progress)
     if s.cfg.min_freeze_steps and not resume:
         s.cfg = _size_frozen_phase(s)
     if s.cfg.time and not resume:
@@ -176,7 +175,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
     cfg, off, run = s.cfg, ph["offset"], s.run
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
-        HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress())),
+        HistoryCSV(run / "history.csv", off, ph["name"], log=s.log),
         BatchLog(run / "batches.csv", off),
         Checkpoint(run / "models", off, ph["name"], best=(ckpt or {}).get("best")),
     ]
@@ -185,6 +184,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
     if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
         cbs.append(FinalPreds())
     learn.freeze() if ph["freeze"] else learn.unfreeze()
+    learn.phase_label = ph["name"]
     skip = max(0, start_epoch - off)
     if ckpt is not None:  # fastai keeps one optimizer across fine_tune's phases; so do we
         learn.model.to(s.device)  # before the optimizer: its state must sit beside the parameters
