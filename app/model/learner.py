@@ -12,12 +12,12 @@ from fastcore.basics import noop
 
 from ..core import ranks as dist
 from ..core.config import TrainConfig
-from ..core.device import bf16_ok, pick_device
+from ..core.device import pick_device, resolve_precision
 from ..core.errors import DataError
 from ..core.progress import shown
 from ..core.rundir import checkpoint_path, load_config
 from ..data.loaders import make_dls
-from .callbacks import GradientClipWhenOver, ModelInputs
+from .callbacks import CpuBf16, GradientClipWhenOver, ModelInputs
 from .progress import RichProgress
 from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights
 
@@ -87,8 +87,11 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
         learn.add_cb(MixUp(cfg.mixup))
     if cfg.clip > 0:
         learn.add_cb(GradientClipWhenOver(cfg.clip))
-    if device.type == "cuda":
-        learn.to_bf16() if bf16_ok(device) else learn.to_fp16()
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16":
+        learn.to_bf16() if device.type == "cuda" else learn.add_cb(CpuBf16())
+    elif precision == "fp16":
+        learn.to_fp16()
     if cfg.compile:
         learn.model.compile()  # in place: indexing (fastai's splitter), state-dict keys and hooks unchanged
     return learn
