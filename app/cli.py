@@ -97,6 +97,11 @@ TIME = _opt("--time", "Minutes for the whole command: this machine's speed is me
 TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, typ=bool)
 
 
+PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU: fp32 for now). "
+                 "config.json records what ran and whether this CPU has native bf16.", typ=Optional[str],
+                 show_default="auto")
+
+
 def _weights(default: str):
     return _opt("--weights", "imagenet (torchvision's file: hub cache, else download), auto (imagenet when it can "
                 "be had, else random init), none (random init), a torchvision AlexNet state dict (.pth) or an "
@@ -108,6 +113,7 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "lr": _opt("--lr", "Maximum learning rate.", typ=Optional[float], show_default="preset's"),
     "lr_from": _opt("--lr-from", "Take --lr from this lr-find run's recommendation.", typ=Optional[Path]),
     "size": SIZE, "bs": BS, "out": OUT, "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE,
+    "precision": PRECISION,
     "resume": _opt("--resume", "Continue this run from its last finished epoch, with its saved settings.",
                    typ=Optional[Path]),
     "compile": _opt("--compile/--no-compile", "torch.compile the model (in place).", typ=Optional[bool],
@@ -222,12 +228,12 @@ def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
 
 
 @_command("train", {"data": DATA, "weights": _weights("auto"), "out": OUT, "preset": PRESET, "epochs": EPOCHS,
-                    "time": TIME, "seed": SEED, "device": DEVICE, "tta": TTA},
+                    "time": TIME, "seed": SEED, "device": DEVICE, "precision": PRECISION, "tta": TTA},
           help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
                "evaluation, report and export, within --time minutes.")
-def train_cmd(data, weights, out, preset, epochs, time, seed, device, tta):
+def train_cmd(data, weights, out, preset, epochs, time, seed, device, precision, tta):
     run = _train("train", preset, weights or "auto", out, None, data=data, epochs=epochs, time=time, seed=seed,
-                 device=device, evaluate=True, tta=tta, export=True)
+                 device=device, precision=precision, evaluate=True, tta=tta, export=True)
     from .core.files import read_json
 
     m = read_json(run / "metrics.json")
@@ -334,7 +340,9 @@ def bench(
     data: DATA[0] = None,
     size: Annotated[int, typer.Option("--size", help="Image size.")] = 128,
     bs: Annotated[int, typer.Option("--bs", help="Batch size.")] = 64,
-    images: Annotated[int, typer.Option("--images", help="Training images to time on (a class-balanced subset).")] = 1280,
+    images: Annotated[Optional[int], typer.Option("--images", min=1, help="Training images to time on (a "
+                                                  "class-balanced subset).", show_default="1280; 2000 for "
+                                                  "--bf16-accuracy")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
     scale: Annotated[bool, typer.Option("--scale", help="Instead: memory and speed on generated 10k and 100k image datasets.")] = False,
     transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here vs "
@@ -342,7 +350,18 @@ def bench(
     budget: Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
                                                     "defaults, each given these minutes, on Imagenette and a "
                                                     "generated dataset unlike it.")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept).")] = 3,
+    keep: Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instead: `train --time MINUTES` as a "
+                                                  "user runs it, on this host idle and again with one core "
+                                                  "loaded for a minute mid-run: does it end within its budget?")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
+                                       "end, interleaved rounds (the first is a warm-up).")] = False,
+    bf16_accuracy: Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
+                                                "--epochs, --seeds seeds, on --images training images.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision.")] = 3,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run.",
+                                                  show_default="12")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept; --bf16: "
+                                         "the median of these, after a warm-up round).")] = 3,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time training with torch.compile.")] = False,
     device: DEVICE[0] = "auto",
 ):
@@ -350,7 +369,8 @@ def bench(
     from .bench.main import run
 
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
-        repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile)
+        repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs)
 
 
 def main(argv: list[str] | None = None) -> int:

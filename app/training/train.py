@@ -95,11 +95,18 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     if s.cfg.min_freeze_steps and not resume:
         s.cfg = _size_frozen_phase(s)
     if s.cfg.time and not resume:
-        s.cfg = _plan_budget(learn, s)
+        s.cfg = _plan_budget(learn, s, finish or Finish())
+    elif s.cfg.time:
+        from .keeper import recorded_budget
+
+        n_train = len(s.ds.split("train")) // dist.world_size()
+        s.budget = recorded_budget(s.run, s.cfg, n_train, len(s.ds.split("val")))  # as it stood: no clock
     if ckpt is not None:
         learn.model.load_state_dict(ckpt["model"])
         learn.samples_seen = ckpt.get("samples_seen", 0)
     fit_s = _fit(learn, s, start_epoch, ckpt)
+    if s.budget is not None:
+        s.cfg = s.budget.cfg  # the epochs as the budget ended up planning them
     _finish(learn, s, fit_s, finish)
     dist.barrier()
     return s.run
@@ -120,18 +127,19 @@ def _size_frozen_phase(s: RunContext) -> TrainConfig:
     return cfg
 
 
-def _plan_budget(learn, s: RunContext) -> TrainConfig:
+def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     """--time: this machine measured, the epochs planned (on rank 0, shared with the others) and
-    written into config.json, so a resumed run keeps the plan."""
+    written into config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
     from .budget import measure, plan
+    from .keeper import start_budget
 
-    p = None
+    p, n_train = None, len(s.ds.split("train")) // dist.world_size()
+    passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
     if dist.is_rank0():
         speeds = measure(learn, s.cfg, s.device, s.run / "models")
-        n_train = len(s.ds.split("train")) // dist.world_size()
         try:
-            p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds())
+            p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:
             update_config(s.run, status="refused: the time budget holds no useful run")
             p = e
@@ -142,7 +150,7 @@ def _plan_budget(learn, s: RunContext) -> TrainConfig:
     if dist.is_rank0():
         update_config(s.run, config=cfg.to_dict(), plan=p.to_dict())
     s.log(p.summary)
-    s.plan = p
+    s.plan, s.budget = p, start_budget(s.cfg, cfg, p, s.run, n_train, len(s.ds.split("val")))
     return cfg
 
 
@@ -182,7 +190,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
     if cfg.valid_every > 1:
         cbs.append(ValidEvery(cfg, off))
     if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
-        cbs.append(FinalPreds())
+        cbs.append(FinalPreds(off))
     learn.freeze() if ph["freeze"] else learn.unfreeze()
     learn.phase_label = ph["name"]
     skip = max(0, start_epoch - off)
@@ -194,8 +202,14 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
         if skip > 0 and "smooth_loss" in ckpt:  # mid-phase; a new phase starts afresh, as fastai does
             cbs.append(RestoreSmoothLoss(ckpt["smooth_loss"]))
     kw = {k: ph[k] for k in ("pct_start", "div") if k in ph}
-    s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
     with distributed(learn, learn.dls.device or torch.device("cpu")):
+        if s.budget is not None:
+            from .keeper import fit_budgeted
+
+            last = ph["name"] == phases(cfg)[-1]["name"]
+            p0 = (ckpt or {}).get("cycle_p") if (ckpt or {}).get("phase") == ph["name"] else None
+            return fit_budgeted(learn, s.budget, ph, cbs, skip, last, p0, s.log, wd=cfg.wd, **kw)
+        s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
         learn.fit_one_cycle(ph["epochs"], ph["lr"], wd=cfg.wd, cbs=cbs, start_epoch=skip, **kw)
 
 

@@ -64,3 +64,21 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     finally:
         driver.quit()
     assert_png(shot)
+
+
+def test_the_time_budget_section_lists_every_epochs_planned_and_actual_seconds():
+    from app.evaluation.report import _time
+
+    epochs = [{"epoch": 0, "size": 64, "validated": False, "plan_epochs": 24, "batches": 148, "planned_s": 14.0,
+               "actual_s": 15.5},
+              {"epoch": 1, "size": 128, "validated": True, "plan_epochs": 23, "batches": 61, "planned_s": 30.2,
+               "actual_s": 29.1}]
+    meta = {"plan": {"budget_s": 900.0, "epochs": 24, "predicted_s": 886.5}, "wall_seconds": 887.1,
+            "time_keeper": {"epochs": epochs, "plan": {}}}
+    html = _time(meta)
+    assert "budget 900 s, took 887 s (98.6 %); first plan 24 epoch(s), predicted 886 s" in html
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells[:7] == ["0", "64", "-", "24", "148", "14.0", "15.5"] and cells[7:14] == ["1", "128", "yes", "23",
+                                                                                          "61", "30.2", "29.1"]
+    assert cells[-2:] == ["44.2", "44.6"]  # the sums
+    assert _time({"plan": meta["plan"]}) == ""  # a run without the keeper: no section
