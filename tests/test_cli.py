@@ -208,3 +208,19 @@ def test_a_real_terminal_sees_one_live_bar_and_one_line_per_epoch(small_data, tm
     assert not any(c in pane for c in "━█") and "Epoch 1/2" not in pane and "nan" not in pane, pane
     epochs = [ln for ln in lines if ln.startswith("epoch ")]
     assert len(epochs) == 2 and "valid_loss - accuracy -" in epochs[0] and "accuracy 0." in epochs[1], pane
+
+
+def test_precision_is_recorded_with_the_cpus_bf16_and_a_bad_one_is_one_line(tiny_data, tmp_path):
+    run = tmp_path / "bf16"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--precision", "bf16",
+            "--out", run, "--no-evaluate", check=True)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["precision"] == "bf16" and meta["precision_requested"] == "bf16"
+    assert set(meta["cpu_bf16"]) == {"mkldnn_bf16", "flags", "native"}
+    auto = tmp_path / "auto"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--out", auto,
+            "--no-evaluate", check=True)
+    meta = json.loads((auto / "config.json").read_text())
+    assert meta["precision_requested"] == "auto" and meta["config"]["precision"] == "fp32"  # auto on a CPU, for now
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--precision", "half", "--epochs", 1), 2,
+                          "--precision", "half")

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..core.errors import AppError
 from ..core.paths import PROJECT_ROOT
 from .timing import command_line
 
@@ -110,8 +111,9 @@ def _arm(data: Path, minutes: float, out: Path, device: str, load: bool) -> dict
     finally:
         timer.cancel()
         burnt = [_stop(b) for _, b in busy]
-    if proc.returncode:
-        raise RuntimeError(f"train --time {minutes:g} failed ({proc.returncode}): {stderr.strip().splitlines()[-1:]}")
+    if proc.returncode:  # the run's own one-line error, with its exit code
+        last = (stderr.strip().splitlines() or ["no message"])[-1].removeprefix("error: ")
+        raise AppError(f"bench --keep: train --time {minutes:g} failed: {last}", code=proc.returncode)
     res = _result(out, cmd, wall, minutes, busy[0][0] if busy else None, stdout)
     res["load_cpu_s"] = burnt[0] if burnt else None  # what the busy loop really took of the CPU
     return res

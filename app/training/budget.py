@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -142,7 +143,7 @@ def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: f
         raise UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
                          f"({describe_speeds(speeds)}): the minimal run ({lo - frozen_epochs(cfg)} epoch(s)"
                          f"{' after the frozen one' if cfg.command == 'fine-tune' else ''}) needs about "
-                         f"{need:.1f} min; pass --time {need:.0f} or more, or a smaller --size")
+                         f"{need:.1f} min; pass --time {math.ceil(need)} or more, or a smaller --size")
     p, frac, fit = choose(cfg, costs, [], left, lo, hi)
     e = p.total - frozen_epochs(cfg)
     summary = (f"this machine: {describe_speeds(speeds)} -> {e} epoch(s) fit in {budget_s / 60:g} min "

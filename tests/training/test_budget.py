@@ -70,6 +70,10 @@ def test_a_budget_too_small_to_train_says_what_would_fit():
         plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=120, elapsed_s=30)
     msg = str(e.value)
     assert "--time 2 cannot hold a useful run" in msg and "pass --time" in msg and "\n" not in msg
+    import re
+
+    need, suggested = float(re.search(r"needs about ([\d.]+) min", msg)[1]), int(re.search(r"pass --time (\d+)", msg)[1])
+    assert suggested >= need > 2  # what it suggests does hold the minimal run (it once said 2 for 2.1)
 
 
 def test_fine_tune_plans_its_unfrozen_epochs_with_the_frozen_phase_at_its_own_speed():
