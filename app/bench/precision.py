@@ -102,10 +102,12 @@ def _speed_summary(rounds: dict) -> dict:
 def run_bf16_accuracy(data, size: int, images: int, epochs: int, seeds: int, log) -> dict:
     """Accuracy of fp32 and bf16 at equal epochs, `seeds` seeds (1..seeds), on every validation image."""
     from ..core.device import cpu_bf16
+    from ..core.errors import UsageError
     from ..core.rundir import device_info, versions
     from ..data.download import resolve_data
     from ..data.scan import scan
     from ..data.subset import make_subset
+    from ..training.presets import PRESETS
 
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-bf16acc-"))
     private_cache(tmp)
@@ -113,6 +115,9 @@ def run_bf16_accuracy(data, size: int, images: int, epochs: int, seeds: int, log
         src = resolve_data(str(data) if data else None)
         sub = make_subset(src, tmp / "data", max(1, images // len(scan(src).classes)), -1)
         ds = scan(sub)
+        if len(ds.split("train")) < PRESETS["cpu-quick"]["bs"]:
+            raise UsageError(f"--images {images} gives {len(ds.split('train'))} training images, not one batch of "
+                             f"{PRESETS['cpu-quick']['bs']}: pass more")
         log(f"bf16 accuracy: {len(ds.split('train'))} training / {len(ds.split('val'))} validation images, "
             f"{epochs} epochs of cpu-quick at {size}px, seeds 1..{seeds}")
         runs = [_accuracy_run(sub, size, epochs, seed, p, tmp / f"{p}-{seed}", log)

@@ -47,10 +47,13 @@ def test_the_accuracy_summary_pairs_runs_by_seed():
 
 def test_bf16_accuracy_bench_trains_both_precisions_per_seed(small_data):
     from app.bench.precision import run_bf16_accuracy
+    from app.core.errors import UsageError
 
     said = []
-    res = run_bf16_accuracy(small_data, size=64, images=32, epochs=1, seeds=1, log=said.append)
+    res = run_bf16_accuracy(small_data, size=64, images=80, epochs=1, seeds=1, log=said.append)
     assert [(r["seed"], r["precision"]) for r in res["runs"]] == [(1, "fp32"), (1, "bf16")]
-    assert res["train_images"] == 32 and res["val_images"] == 60 and all(r["n_val"] == 60 for r in res["runs"])
+    assert res["train_images"] == 80 and res["val_images"] == 60 and all(r["n_val"] == 60 for r in res["runs"])
     assert all(0 <= r["accuracy"] <= 1 for r in res["runs"]) and len(res["diff_points"]) == 1
     assert any("seed 1 bf16" in m for m in said)
+    with pytest.raises(UsageError, match="not one batch of 64"):  # a subset that trains nothing is refused
+        run_bf16_accuracy(small_data, size=64, images=32, epochs=1, seeds=1, log=said.append)
