@@ -88,3 +88,19 @@ def test_every_failure_is_one_line_and_leaves_no_file(server, tmp_path, case):
            "check": "not the archive expected"}[case]
     assert why in msg, msg
     assert _leftovers(tmp_path / "dl") == []  # no partial file, nothing that looks whole
+
+
+def test_the_new_user_paths_need_no_posix_only_module():
+    """Windows and macOS users: with fcntl, resource, termios, pwd and grp hidden, the downloader,
+    the progress display, the CPU-bf16 check, the time keeper and the benches still import and run."""
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT
+
+    code = ("import sys\nfor m in ('fcntl', 'resource', 'termios', 'pwd', 'grp'):\n    sys.modules[m] = None\n"
+            "import app.core.download, app.core.progress, app.model.progress, app.training.keeper, app.bench.keep\n"
+            "import app.bench.precision\nfrom app.core.device import cpu_bf16\n"
+            "print(cpu_bf16('/no/such/cpuinfo')['native'])\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr[-2000:]
