@@ -123,11 +123,16 @@ class KeepTime(EpochAware):
             update_config(self.b.run, config=self.b.cfg.to_dict(), time_keeper=self.b.to_dict())
 
     def before_train(self):
-        self.t_train, self.left, self.ran = time.time(), None, 0
+        self.t_train, self.left, self.ran, self.cut = time.time(), None, 0, False
 
     def before_batch(self):
         if self.training and self.planned and self.iter > 0 and self.left == 0:
+            self.cut = True
             raise CancelTrainException()  # the last epoch ends here: at the deadline, or its recorded batch count
+
+    def after_train(self):
+        if self.cut:  # fastai's Recorder drops a cancelled training's loss: this one trained, keep its row whole
+            self.learn.recorder.cancel_train = False
 
     def after_batch(self):
         if self.training:

@@ -9,21 +9,9 @@ from app.bench import keep
 from ..conftest import need_shared
 
 
-def _small_pictures(src, dst, side=72):
-    """The subset's real images at 72 px: `train` then trains at their size, so a 1-minute budget
-    holds a run even on a busy 2-core host."""
-    from PIL import Image
-
-    for f in src.rglob("*.JPEG"):
-        out = dst / f.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(f).convert("RGB").resize((side, side)).save(out)
-    return dst
-
-
-def test_a_loaded_arm_runs_train_as_a_user_does_and_reports_its_budget(small_data, tmp_path, monkeypatch):
+def test_a_loaded_arm_runs_train_as_a_user_does_and_reports_its_budget(small_data_72, tmp_path, monkeypatch):
     need_shared()
-    data = _small_pictures(small_data, tmp_path / "small72")
+    data = small_data_72
     monkeypatch.setattr(keep, "LOAD_AT", 0.05)  # the load from 3 s on, for 10 s
     monkeypatch.setattr(keep, "LOAD_S", 10.0)
     before = {p.pid for p in psutil.Process().children(recursive=True)}

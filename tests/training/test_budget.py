@@ -87,16 +87,16 @@ def test_fine_tune_plans_its_unfrozen_epochs_with_the_frozen_phase_at_its_own_sp
     assert p.predicted_fit_s == pytest.approx(fit - (1 - p.last_fraction) * N_TRAIN / 110, abs=0.5)  # rounded
 
 
-def test_train_with_a_time_budget_ends_within_it(small_data, tmp_path):
-    """The main job, as typed, on 160 real images with a 1.5-minute budget (a margin of 30 s for a
-    noisy machine): it plans, says so in one line, trains while re-planning, evaluates, exports,
+def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
+    """The main job, as typed, on 160 real images (at 72 px) with a 1.5-minute budget (a margin of
+    30 s for a noisy machine): it plans, says so in one line, trains while re-planning, evaluates, exports,
     and records the plan, every epoch's planned and actual seconds, and both times."""
     import shutil
 
     run = tmp_path / "run"
     t = time.time()
     offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # even where online
-    p = run_cli("train", "--data", small_data, "--time", 1.5, "--out", run, check=True, timeout=600,
+    p = run_cli("train", "--data", small_data_72, "--time", 1.5, "--out", run, check=True, timeout=600,
                 env={**offline, "TORCH_HOME": str(tmp_path / "torch")})
     took = time.time() - t
     assert took <= 90 + 30, took
@@ -111,7 +111,13 @@ def test_train_with_a_time_budget_ends_within_it(small_data, tmp_path):
     assert "epoch(s) fit in 1.5 min" in p.stdout and "ImageNet weights unavailable offline" in p.stdout
     assert "% ); planned" not in p.stdout and "of the 1.5 min budget (" in p.stdout
     assert meta["weights_used"] == "none" and "unavailable offline" in meta["weights_reason"]
-    assert json.loads((run / "metrics.json").read_text())["n"] == 60
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["n"] == 60
+    import csv
+
+    hist = list(csv.DictReader(open(run / "history.csv")))
+    assert len(hist) == epochs and all(r["train_loss"] for r in hist)  # every row whole, the last one too
+    assert float(hist[-1]["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-6)  # the last epoch scored it
     report = (run / "report.html").read_text()
     assert "<h2>Time budget</h2>" in report and f"{kept['epochs'][-1]['actual_s']:.1f}" in report
 

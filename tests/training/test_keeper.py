@@ -108,6 +108,9 @@ def test_a_live_plan_ends_the_fit_at_the_deadline_with_the_lr_at_its_minimum(dls
     last_epoch = spy.batches[-1][0]
     assert b.plan.total == last_epoch + 1 and len(b.epochs) == b.plan.total
     assert b.epochs[-1]["batches"] < n  # the last epoch ended early, at the deadline
+    rows = learn.recorder.values  # and its row is whole: fastai drops a cancelled training's loss
+    assert len(rows) == b.plan.total and {len(r) for r in rows} == {4} and rows[-1][0] == pytest.approx(
+        float(learn.smooth_loss))
     assert b.plan.total == 7 if not slow_epochs else b.plan.total < 7  # two slow epochs: fewer planned
     ps = spy.ps
     assert ps[-1] == pytest.approx(1.0, abs=1e-12) and all(q > p for p, q in zip(ps, ps[1:]))
