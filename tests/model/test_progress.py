@@ -12,7 +12,7 @@ from fastai.callback.core import Callback
 from rich.console import Console
 
 from app.core.config import TrainConfig
-from app.core.progress import bar, make_progress
+from app.core.progress import make_progress
 
 
 class _Spy(Callback):
@@ -87,16 +87,3 @@ def test_a_planned_epoch_count_and_a_deadline_drive_the_bar(dls, tmp_path):
         learn.fit(1, 1e-4, cbs=[spy])
     assert spy.seen[0][2] == 7 and spy.seen[0][3].startswith("epoch 1/7")
     assert re.search(r" (59:\d\d|1:00:00) left$", spy.seen[0][3])  # the deadline's, not a guess
-
-
-def test_off_a_terminal_no_bar_is_added_and_a_step_bar_is_removed_when_done():
-    off = make_progress(Console(file=io.StringIO()), enabled=False)
-    assert off.disable
-    on = make_progress(Console(file=io.StringIO(), force_terminal=True), enabled=True)
-    with on, bar(on, "checking images", 3) as advance:
-        advance()
-        advance(2)
-        assert on.tasks[0].completed == 3
-    assert on.tasks == []
-    with bar(None, "nothing", 3) as advance:
-        advance()  # no Progress: a no-op
