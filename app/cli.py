@@ -106,6 +106,11 @@ RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop 
               show_default="crop")
 
 
+PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU: fp32 for now). "
+                 "config.json records what ran and whether this CPU has native bf16.", typ=Optional[str],
+                 show_default="auto")
+
+
 def _weights(default: str):
     return _opt("--weights", "imagenet (torchvision's file: hub cache, else download), auto (imagenet when it can "
                 "be had, else random init), none (random init), a torchvision AlexNet state dict (.pth) or an "
@@ -117,6 +122,7 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "lr": _opt("--lr", "Maximum learning rate.", typ=Optional[float], show_default="preset's"),
     "lr_from": _opt("--lr-from", "Take --lr from this lr-find run's recommendation.", typ=Optional[Path]),
     "size": SIZE, "bs": BS, "out": OUT, "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE,
+    "precision": PRECISION,
     "resume": _opt("--resume", "Continue this run from its last finished epoch, with its saved settings.",
                    typ=Optional[Path]),
     "compile": _opt("--compile/--no-compile", "torch.compile the model (in place).", typ=Optional[bool],
@@ -160,10 +166,12 @@ def _command(name: str, options: dict, help: str):
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """The command's one live display (bars on a terminal only; see app/core/progress.py). It is
+    drawn on the console that prints the command's lines: rich writes another console's output
+    past the live display, which leaves each line glued to a half-drawn bar."""
+    from .core.progress import make_progress
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True, disable=not show_progress(sys.stderr))
+    return make_progress(console, show_progress(sys.stdout))
 
 
 def _values(flags: dict) -> dict:
@@ -246,7 +254,8 @@ def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
 
 
 @_command("train", {**DATASET, "balance": BALANCE, "resize": RESIZE, "weights": _weights("auto"), "out": OUT,
-                    "preset": PRESET, "epochs": EPOCHS, "time": TIME, "seed": SEED, "device": DEVICE, "tta": TTA},
+                    "preset": PRESET, "epochs": EPOCHS, "time": TIME, "seed": SEED, "device": DEVICE,
+                    "precision": PRECISION, "tta": TTA},
           help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
                "evaluation, report and export, within --time minutes.")
 def train_cmd(weights, out, preset, tta, **flags):
@@ -270,7 +279,9 @@ def evaluate(
     """Metrics (scikit-learn), confusion matrix, most confused, top losses and all figures for a run."""
     from .evaluation.evaluate import evaluate_run
 
-    evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console, split=split.value)
+    with _progress() as progress:
+        evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console,
+                     progress=progress, split=split.value)
     suffix = "" if split == Split.val else f"_{split.value}"
     console.print(f"metrics: {run / f'metrics{suffix}.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
 
@@ -358,7 +369,9 @@ def bench(
     data: DATA[0] = None,
     size: Annotated[int, typer.Option("--size", help="Image size.")] = 128,
     bs: Annotated[int, typer.Option("--bs", help="Batch size.")] = 64,
-    images: Annotated[int, typer.Option("--images", help="Training images to time on (a class-balanced subset).")] = 1280,
+    images: Annotated[Optional[int], typer.Option("--images", min=1, help="Training images to time on (a "
+                                                  "class-balanced subset).", show_default="1280; 2000 for "
+                                                  "--bf16-accuracy")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
     scale: Annotated[bool, typer.Option("--scale", help="Instead: memory and speed on generated 10k and 100k image datasets.")] = False,
     transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here vs "
@@ -366,7 +379,18 @@ def bench(
     budget: Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
                                                     "defaults, each given these minutes, on Imagenette and a "
                                                     "generated dataset unlike it.")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept).")] = 3,
+    keep: Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instead: `train --time MINUTES` as a "
+                                                  "user runs it, on this host idle and again with one core "
+                                                  "loaded for a minute mid-run: does it end within its budget?")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
+                                       "end, interleaved rounds (the first is a warm-up).")] = False,
+    bf16_accuracy: Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
+                                                "--epochs, --seeds seeds, on --images training images.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision.")] = 3,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run.",
+                                                  show_default="12")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept; --bf16: "
+                                         "the median of these, after a warm-up round).")] = 3,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time training with torch.compile.")] = False,
     device: DEVICE[0] = "auto",
 ):
@@ -374,7 +398,8 @@ def bench(
     from .bench.main import run
 
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
-        repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile)
+        repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,20 @@ def tiny_data(tmp_path_factory):
     return make_subset(SHARED, tmp_path_factory.mktemp("data") / "tiny", 8, 4, classes=EASY, seed=2)
 
 
+@pytest.fixture(scope="session")
+def small_data_72(small_data, tmp_path_factory):
+    """small_data's real images at 72 px: `train` trains at their size, so a budget of a minute or
+    two holds a run even on a busy 2-core host (the time-budget tests)."""
+    dst = tmp_path_factory.mktemp("data") / "small72"
+    for f in small_data.rglob("*"):
+        if f.is_file():
+            out = dst / f.relative_to(small_data)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(f) as im:
+                im.convert("RGB").resize((72, 72)).save(out.with_suffix(".jpg"), quality=90)
+    return dst
+
+
 def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
     """`python -m app ARGS` in a new process, as a user types it."""
     e = {**os.environ, **(env or {})}

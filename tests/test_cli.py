@@ -273,3 +273,65 @@ def test_a_pickle_that_would_name_this_package_is_refused(chain, tmp_path, monke
     with pytest.raises(RunError, match="would need this package to load .*app.data.loaders"):
         export_mod.export_pickle(export_mod.plain_model(learn), cfg, ds, list(learn.dls.vocab), pkl)
     assert not pkl.exists()
+
+
+def _tmux(*args, sock):
+    import subprocess
+
+    return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_a_real_terminal_sees_one_live_bar_and_one_line_per_epoch(small_data, tmp_path):
+    """`fit-one-cycle --epochs 2` in tmux (150 columns), as a person sees it: while it trains, one
+    live bar (epoch, batch, loss, time left); at the end, a handful of lines, one per epoch with '-'
+    for the skipped validation, and no bar or fastprogress line left behind (there were ~37 lines
+    an epoch). APP_PROGRESS is unset: the suite's 0 would hide every bar."""
+    import os
+    import shlex
+    import shutil
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (sudo apt-get install tmux)")
+    sock, done = f"app-test-{os.getpid()}", tmp_path / "exit"
+    env = {k: os.environ[k] for k in ("APP_CACHE_DIR", "APP_RUNS_DIR", "APP_MODELS_DIR", "PYTHONWARNINGS")}
+    # COLUMNS/LINES: tmux starts the pane's shell at 80x24 before the window takes its size
+    cmd = (f"cd {shlex.quote(str(ROOT))} && env -u APP_PROGRESS -u CI -u COLUMNS -u LINES "
+           + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+           + f" {shlex.quote(sys.executable)} -m app fit-one-cycle --data {shlex.quote(str(small_data))} --epochs 2"
+           f" --size 64 --bs 16 --out {shlex.quote(str(tmp_path / 'run'))}; echo $? > {shlex.quote(str(done))}; sleep 600")
+    _tmux("new-session", "-d", "-x", "150", "-y", "50", cmd, sock=sock)
+    try:
+        live, t = set(), time.time()
+        while not done.exists() and time.time() - t < 300:
+            live.update(ln for ln in _tmux("capture-pane", "-p", sock=sock).stdout.splitlines() if "━" in ln)
+            time.sleep(0.2)
+        pane = _tmux("capture-pane", "-p", "-S", "-2000", sock=sock).stdout
+    finally:
+        _tmux("kill-server", sock=sock)
+    assert done.read_text().strip() == "0", pane
+    assert any("epoch 2/2" in ln and "loss" in ln and "left" in ln for ln in live), live  # the bar was live
+    lines = [ln for ln in pane.splitlines() if ln.strip()]
+    assert len(lines) <= 14, pane
+    assert not any(c in pane for c in "━█") and "Epoch 1/2" not in pane and "nan" not in pane, pane
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    assert len(epochs) == 2 and "valid_loss - accuracy -" in epochs[0] and "accuracy 0." in epochs[1], pane
+
+
+def test_precision_is_recorded_with_the_cpus_bf16_and_a_bad_one_is_one_line(tiny_data, tmp_path):
+    run = tmp_path / "bf16"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--precision", "bf16",
+            "--out", run, "--no-evaluate", check=True)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["precision"] == "bf16" and meta["precision_requested"] == "bf16"
+    assert set(meta["cpu_bf16"]) == {"mkldnn_bf16", "flags", "native"}
+    auto = tmp_path / "auto"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--out", auto,
+            "--no-evaluate", check=True)
+    meta = json.loads((auto / "config.json").read_text())
+    assert meta["precision_requested"] == "auto" and meta["config"]["precision"] == "fp32"  # auto on a CPU, for now
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--precision", "half", "--epochs", 1), 2,
+                          "--precision", "half")

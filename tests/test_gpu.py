@@ -147,3 +147,22 @@ def test_ddp_on_two_gpus(small_data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     run = next((tmp_path / "runs").iterdir())
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("device, preset, minutes", [("cpu", "cpu-quick", 15.0), ("cuda", "gpu-fast", 0.0)])
+def test_the_preset_follows_the_device_asked_for_on_a_real_gpu_machine(small_data, monkeypatch, device, preset,
+                                                                       minutes):
+    """Issue 24: `train --device cpu` here gets the CPU recipe and budget, not gpu-fast with none."""
+    from app.training import train as train_mod
+
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: seen.append(cfg))
+    train_mod.run_command("train", "auto", "none", data=small_data, device=device, epochs=None, time=None)
+    assert (seen[0].preset, seen[0].time) == (preset, minutes)
+
+
+def test_cpu_bf16_is_not_used_on_a_gpu_and_auto_is_the_cards_bf16():
+    from app.core.device import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) in ("bf16", "fp16")
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"

@@ -6,8 +6,9 @@ from ..core.files import write_json
 from .speed import run_speed
 
 
-def run(data=None, size=128, bs=64, images=1280, json_path=None, console=None, device="auto", repeats=3,
-        scale=False, transfer=False, budget=None, compile=False) -> dict:
+def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, device="auto", repeats=3,
+        scale=False, transfer=False, budget=None, compile=False, bf16=False, bf16_accuracy=False, keep=None,
+        seeds=3, epochs=None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     log = console.print if console else print
     if scale:
@@ -22,8 +23,20 @@ def run(data=None, size=128, bs=64, images=1280, json_path=None, console=None, d
         from .budget import run_budget
 
         res = run_budget(data, budget, log=log, device=device)
+    elif keep:
+        from .keep import run_keep
+
+        res = run_keep(data, keep, log=log, device=device)
+    elif bf16:
+        from .precision import run_bf16_speed
+
+        res = run_bf16_speed(data, size, bs, images or 1280, log, repeats)
+    elif bf16_accuracy:
+        from .precision import run_bf16_accuracy
+
+        res = run_bf16_accuracy(data, size, images or 2000, epochs or 12, seeds, log)
     else:
-        res = run_speed(data, size, bs, images, log, device, repeats, compile)
+        res = run_speed(data, size, bs, images or 1280, log, device, repeats, compile)
     if json_path:
         write_json(json_path, res)
         log(f"wrote {json_path}")

@@ -20,9 +20,13 @@ def private_cache(tmp: Path) -> None:
     os.environ["APP_CACHE_DIR"] = str(tmp / "cache")
 
 
-def ceiling(learn, size: int, bs: int, device, steps: int = 8, warmup: int = 2) -> float:
+def ceiling(learn, size: int, bs: int, device, steps: int = 8, warmup: int = 2, precision: str = "auto") -> float:
     """Training img/s of the model alone: same model, loss, optimizer, precision and memory format."""
     import torch
+
+    from ..core.device import autocast, resolve_precision
+
+    precision = resolve_precision(precision, device)
 
     model, loss_fn = learn.model.to(device), learn.loss_func
     if learn.opt is None:
@@ -32,7 +36,7 @@ def ceiling(learn, size: int, bs: int, device, steps: int = 8, warmup: int = 2) 
     model.to(memory_format=torch.channels_last).train()
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(precision, device):
             loss = loss_fn(model(x), y)
         loss.backward()
         learn.opt.step()

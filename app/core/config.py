@@ -51,6 +51,7 @@ class TrainConfig:
     max_lighting: float = 0.2
     max_warp: float = 0.2
     channels_last: bool = True
+    precision: str = "auto"  # auto | fp32 | bf16 (fp16: a GPU without bf16); resolved when a run opens
     compile: bool = False
     workers: int = -1  # DataBlock loader worker processes (-1 = fastai's default)
     device: str = "auto"

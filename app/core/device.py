@@ -38,6 +38,15 @@ def cuda_available() -> bool:
         return torch.cuda.is_available()
 
 
+def trains_on_cuda(device: str | None = "auto") -> bool:
+    """Whether the device --device names is a GPU (`auto`: CUDA when it works), decided without
+    touching the device: the preset and the time budget follow the device that will train, not
+    what the machine has (`--device cpu` on a GPU machine gets the CPU recipe and budget)."""
+    if device in ("auto", "", None):
+        return cuda_available()
+    return str(device).strip().lower().startswith("cuda")
+
+
 def gpu_present() -> bool:
     """An NVIDIA GPU is visible to the OS (device files or nvidia-smi), whatever CUDA says."""
     return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
@@ -101,3 +110,69 @@ def sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# The one-line switch (issue 24): True makes `--precision auto` train in bf16 on CPUs with native
+# bf16 (cpu_bf16()["native"]). Left False until `bench --bf16` shows >= 1.25x end to end and
+# `bench --bf16-accuracy` accuracy within 0.5 points (README, "Precision").
+AUTO_CPU_BF16 = False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (x86 'flags', Arm 'Features'); empty
+    where there is no such file (Windows, macOS) or it cannot be read."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return set()
+    out = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            out.update(value.split())
+    return out
+
+
+def cpu_bf16(path: str = "/proc/cpuinfo") -> dict:
+    """Whether this CPU computes bf16 natively: oneDNN's own check (also True where AVX-512 only
+    emulates bf16) and the flags that make it native (avx512_bf16, amx_bf16; bf16 on Arm)."""
+    import torch
+
+    try:
+        mkldnn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        mkldnn = False
+    flags = sorted(cpu_flags(path) & {"avx512_bf16", "amx_bf16", "bf16"})
+    return {"mkldnn_bf16": mkldnn, "flags": flags, "native": mkldnn and bool(flags)}
+
+
+def resolve_precision(requested: str | None, device) -> str:
+    """fp32, bf16 or fp16 for --precision on `device`. auto: a GPU's bf16 (fp16 without it), and on
+    a CPU fp32 unless AUTO_CPU_BF16 and the CPU has native bf16. Concrete values stay as they are
+    (a resumed run keeps its own); fp16 exists only on a GPU."""
+    req = (requested or "auto").lower()
+    if req not in (*PRECISIONS, "fp16"):
+        raise UsageError(f"unknown --precision {requested!r} (choose {', '.join(PRECISIONS)})")
+    if device.type == "cuda":
+        if req == "auto":
+            return "bf16" if bf16_ok(device) else "fp16"
+        if req == "bf16" and not bf16_ok(device):
+            raise UsageError("--precision bf16: this GPU has no bf16 in hardware; use auto (fp16) or fp32")
+        return req
+    if req == "auto":
+        return "bf16" if AUTO_CPU_BF16 and cpu_bf16()["native"] else "fp32"
+    return "fp32" if req == "fp16" else req
+
+
+def autocast(precision: str, device):
+    """torch.autocast for a resolved precision on `device` (disabled for fp32): what the budget
+    probe and the benches time, the same as training's callbacks run."""
+    import torch
+
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16"))

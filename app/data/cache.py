@@ -24,6 +24,7 @@ import numpy as np
 from ..core.device import cuda_available
 from ..core.errors import DataError
 from ..core.paths import dataset_cache_dir
+from ..core.progress import bar
 from .images import BadImage, needs_pil, open_rgb, resize_square
 from .scan import Dataset, Item
 
@@ -288,19 +289,18 @@ def _check_space(parent: Path, need: int) -> None:
 
 def _write(ds, sizes, rows, tmps, dirs, progress, workers, decoder, resize) -> dict[int, Cache]:
     paths = [str(it.path) for it in ds.items]
-    task = progress.add_task(f"decoding to {', '.join(map(str, sizes))}px", total=len(paths)) if progress else None
     kept, skipped = [], []
     files = {s: open(tmps[s] / "images.u8", "wb") for s in sizes}
     try:
-        for i, res in enumerate(decoded(paths, sizes, decoder, workers, resize)):
-            if isinstance(res, str):
-                skipped.append((paths[i], res[1:] if res.startswith("!") else res))
-            else:
-                for s, b in zip(sizes, res):
-                    files[s].write(b)
-                kept.append(i)
-            if progress:
-                progress.advance(task)
+        with bar(progress, f"decoding to {', '.join(map(str, sizes))}px", len(paths)) as advance:
+            for i, res in enumerate(decoded(paths, sizes, decoder, workers, resize)):
+                if isinstance(res, str):
+                    skipped.append((paths[i], res[1:] if res.startswith("!") else res))
+                else:
+                    for s, b in zip(sizes, res):
+                        files[s].write(b)
+                    kept.append(i)
+                advance()
     finally:
         for f in files.values():
             f.close()

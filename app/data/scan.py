@@ -264,18 +264,19 @@ def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) ->
 
 
 def _map_checks(paths: list[str], progress, workers: int | None):
+    """Check every file (in worker processes when there are many), with one transient bar."""
+    from ..core.progress import bar
+
     workers = workers or min(len(paths) // 256 + 1, os.cpu_count() or 1)
-    task = progress.add_task("checking images", total=len(paths)) if progress else None
     out = []
-    if workers <= 1:
-        for p in paths:
-            out.append(_check_one(p))
-            if progress:
-                progress.advance(task)
-        return out
-    with ProcessPoolExecutor(workers) as ex:
-        for r in ex.map(_check_one, paths, chunksize=64):
-            out.append(r)
-            if progress:
-                progress.advance(task)
+    with bar(progress, "checking images", len(paths)) as advance:
+        if workers <= 1:
+            for p in paths:
+                out.append(_check_one(p))
+                advance()
+            return out
+        with ProcessPoolExecutor(workers) as ex:
+            for r in ex.map(_check_one, paths, chunksize=64):
+                out.append(r)
+                advance()
     return out

@@ -140,10 +140,10 @@ def format_metrics(m: dict) -> str:
 
 
 def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: str | None = None,
-                 console=None, split: str = "val") -> dict:
-    """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it."""
+                 console=None, split: str = "val", progress=None) -> dict:
+    """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it (bars on `progress`)."""
     from ..model.learner import load_run
 
     log = console.print if console else print
-    learn, cfg, ds = load_run(run, which=which, data=data, log=log)
+    learn, cfg, ds = load_run(run, which=which, data=data, log=log, progress=progress)
     return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which, split=split)

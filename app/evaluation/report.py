@@ -106,8 +106,8 @@ def write_report(run: str | Path) -> Path:
     run = Path(run)
     cfg, meta = load_config(run)
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
-    sections = [_header(run, cfg, meta, m), _configuration(cfg, meta), _metrics(m), _history(run), _figures(run),
-                _top_losses(run), _test_split(run, cfg), _skipped(run), _summary(run)]
+    sections = [_header(run, cfg, meta, m), _configuration(cfg, meta), _metrics(m), _history(run), _time(meta),
+                _figures(run), _top_losses(run), _test_split(run, cfg), _skipped(run), _summary(run)]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width,initial-scale=1"><title>{html.escape(run.name)}: report</title>'
             f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(sections)}</main></body></html>')
@@ -174,6 +174,24 @@ def _history(run: Path) -> str:
         return ""
     return "<h2>Training history</h2>" + _table(rows[0], [[_readable(c) for c in r] for r in rows[1:]],
                                                 set(range(1, len(rows[0]) - 2)))
+
+
+def _time(meta: dict) -> str:
+    """--time: the budget, what the command took, and every epoch's planned and actual seconds
+    (the keeper plans each epoch when it starts; the last one may end early at the deadline)."""
+    kept, plan = meta.get("time_keeper"), meta.get("plan")
+    if not kept or not plan:
+        return ""
+    budget, wall = plan["budget_s"], meta.get("wall_seconds")
+    took = f"took {wall:.0f} s ({100 * wall / budget:.1f} %)" if wall else "still running"
+    rows = [[r["epoch"], r["size"], "yes" if r["validated"] else "-", r["plan_epochs"], r["batches"],
+             f"{r['planned_s']:.1f}", f"{r['actual_s']:.1f}"] for r in kept.get("epochs", [])]
+    planned, actual = (sum(r[k] for r in kept.get("epochs", [])) for k in ("planned_s", "actual_s"))
+    rows.append([Raw("<b>all</b>"), "", "", "", "", f"{planned:.1f}", f"{actual:.1f}"])
+    return (f"<h2>Time budget</h2><p class=\"sub\">budget {budget:.0f} s, {html.escape(took)}; first plan "
+            f"{plan['epochs']} epoch(s), predicted {plan['predicted_s']:.0f} s</p>"
+            + _table(["epoch", "size", "validated", "epochs planned then", "batches", "planned s", "actual s"], rows,
+                     {0, 1, 3, 4, 5, 6}))
 
 
 def _figures(run: Path, split: str = "val") -> str:

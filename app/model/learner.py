@@ -11,12 +11,13 @@ from fastcore.basics import noop
 
 from ..core import ranks as dist
 from ..core.config import TrainConfig
-from ..core.device import bf16_ok, pick_device
+from ..core.device import pick_device, resolve_precision
 from ..core.errors import DataError
-from ..core.paths import show_progress
+from ..core.progress import shown
 from ..core.rundir import checkpoint_path, load_config
 from ..data.loaders import make_dls
-from .callbacks import GradientClipWhenOver, ModelInputs
+from .callbacks import CpuBf16, GradientClipWhenOver, ModelInputs
+from .progress import RichProgress
 from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights, torch_load
 
 
@@ -61,16 +62,19 @@ def build_learner(dls, weights: Weights | str = "none", label_smoothing: float =
 
 
 def quiet(learn):
-    """No fastprogress bars (a library call, or output that is not a terminal)."""
+    """No fastprogress bar and no fastai epoch table: progress is drawn by RichProgress (on a
+    terminal) and each epoch's line is written by the training logs (issue 24)."""
     from fastai.callback.progress import ProgressCallback
 
     learn.remove_cb(ProgressCallback)
+    learn.logger = noop
     return learn
 
 
-def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: Weights | None = None, cbs=()):
+def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: Weights | None = None, cbs=(),
+          progress=None):
     """The Learner a command trains or scores: model and weights, loss, metrics, and the callbacks
-    and precision the config asks for. Progress bars only on rank 0 of an interactive run."""
+    and precision the config asks for. A rich bar (RichProgress) only on rank 0, on a terminal."""
     weights = weights or resolve_weights(cfg.weights)
     learn = build_learner(dls, weights, cfg.label_smoothing, wd=cfg.wd, path=run or ".", cbs=list(cbs), log=log,
                           head_dropout=cfg.head_dropout, body_layers=cfg.body_layers)
@@ -78,9 +82,9 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
         import torch
 
         learn.loss_func = make_loss(cfg.label_smoothing, torch.tensor(dls.class_weights, device=device))
-    if not show_progress() or not dist.is_rank0():
-        quiet(learn)
-        learn.logger = noop  # fastai prints each epoch's row; ours are logged by HistoryCSV
+    quiet(learn)
+    if shown(progress) and dist.is_rank0():
+        learn.add_cb(RichProgress(progress))
     learn.add_cb(ModelInputs(cfg.channels_last))
     if cfg.mixup > 0:
         from fastai.callback.mixup import MixUp
@@ -88,15 +92,18 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
         learn.add_cb(MixUp(cfg.mixup))
     if cfg.clip > 0:
         learn.add_cb(GradientClipWhenOver(cfg.clip))
-    if device.type == "cuda":
-        learn.to_bf16() if bf16_ok(device) else learn.to_fp16()
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16":
+        learn.to_bf16() if device.type == "cuda" else learn.add_cb(CpuBf16())
+    elif precision == "fp16":
+        learn.to_fp16()
     if cfg.compile:
         learn.model.compile()  # in place: indexing (fastai's splitter), state-dict keys and hooks unchanged
     return learn
 
 
 def load_run(run: str | Path, which: str = "last", loader: str | None = None, size: int | None = None,
-             device=None, data: str | None = None, log=print):
+             device=None, data: str | None = None, log=print, progress=None):
     """(learn, cfg, ds) for a finished run: same data, classes, loader and size; weights loaded."""
     run = Path(run)
     cfg, meta = load_config(run)
@@ -106,10 +113,10 @@ def load_run(run: str | Path, which: str = "last", loader: str | None = None, si
         raise DataError(f"the run's data folder is gone: {data} (moved? pass --data NEW_PATH)")
     cfg = cfg.replace(data=data, loader=loader or cfg.loader, size=size or cfg.size, compile=False)
     device = pick_device(device or cfg.device, log=log)
-    ds, dls = make_dls(cfg, cfg.size, device, log=log)
+    ds, dls = make_dls(cfg, cfg.size, device, log=log, progress=progress)
     if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
         raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
-    learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"))
+    learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"), progress=progress)
     state = torch_load(ckpt)
     learn.model.load_state_dict(state["model"])
     learn.cur_size = cfg.size

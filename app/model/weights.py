@@ -1,7 +1,7 @@
 """The model and its weights: torchvision AlexNet under fastai's vision_learner head.
 
 `--weights` is `imagenet` (torchvision's ImageNet file: torch's hub cache first, else a download
-with progress), `auto` (imagenet when it can be had, else random init, said in one line), `none`
+with a progress bar), `auto` (imagenet when it can be had, else random init, said in one line), `none`
 (random init) or a path: a torchvision-format AlexNet state dict (.pth) or an exported bundle
 directory. One resolver (`resolve_weights`) decides, and says which weights and why; weights
 files are read with weights_only=True or safetensors: no pickle runs. A file that does not fit is
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,22 +69,19 @@ def check_hash(path: Path) -> None:
                          f"not start with {m['prefix']}; delete it and download it again")
 
 
-def fetch_imagenet(progress: bool = True) -> Path:
-    """torchvision's ImageNet AlexNet file: from the hub cache (no network), else downloaded into it."""
-    import torch.hub
+def fetch_imagenet(progress=None) -> Path:
+    """torchvision's ImageNet AlexNet file: from the hub cache (no network), else downloaded into it
+    with one bar on `progress` (a rich Progress, core/progress.py) and torch.hub's SHA-256 prefix check."""
+    from ..core.download import download
 
     target = hub_checkpoints() / IMAGENET_FILE
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
         prefix = _HASHED_NAME.match(IMAGENET_FILE)["prefix"]
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a network that drops packets fails, not hangs
         try:
-            torch.hub.download_url_to_file(IMAGENET_URL, str(target), hash_prefix=prefix, progress=progress)
-        except Exception as e:  # URLError, HTTPError, timeouts, a hash mismatch: no usable file
+            download(IMAGENET_URL, target, progress, sha256_prefix=prefix, timeout=DOWNLOAD_TIMEOUT_S,
+                     label=f"downloading {IMAGENET_FILE}")
+        except NetworkError as e:  # offline, refused, timed out, or not the file its name says
             raise imagenet_error(e) from None
-        finally:
-            socket.setdefaulttimeout(old)
     check_hash(target)
     return target
 
@@ -93,7 +89,7 @@ def fetch_imagenet(progress: bool = True) -> Path:
 def imagenet_error(e: Exception) -> NetworkError:
     return NetworkError(
         f"ImageNet weights need {IMAGENET_FILE} from download.pytorch.org, and the download failed "
-        f"({first_line(e, 100)}); put the file in {hub_checkpoints()}/ or pass --weights PATH to a "
+        f"({first_line(e, 240)}); put the file in {hub_checkpoints()}/ or pass --weights PATH to a "
         "torchvision AlexNet state dict"
     )
 
@@ -104,7 +100,7 @@ def check_weights(weights: str | None) -> None:
         raise ModelError(f"weights file not found: {weights}")
 
 
-def resolve_weights(spec: str | None, progress: bool = True) -> Weights:
+def resolve_weights(spec: str | None, progress=None) -> Weights:
     """The one place that turns --weights into weights, with the reason recorded in config.json."""
     spec = spec or "none"
     if spec == "none":

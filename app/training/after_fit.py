@@ -36,8 +36,9 @@ def finish_run(learn, s, finish) -> None:
     wall = process_seconds()
     update_config(s.run, wall_seconds=round(wall, 1))
     if s.plan is not None:
-        s.log(f"time: planned {s.plan.predicted_s / 60:.1f} min of the {s.plan.budget_s / 60:g} min budget, "
-              f"took {wall / 60:.1f} min")
+        kept = f", {s.cfg.epochs} epochs as re-planned (first plan {s.plan.epochs})" if s.budget is not None else ""
+        s.log(f"time: took {wall / 60:.1f} min of the {s.plan.budget_s / 60:g} min budget "
+              f"({100 * wall / s.plan.budget_s:.1f} %); planned {s.plan.predicted_s / 60:.1f} min before fitting{kept}")
     print_skipped(s.ds.skipped, s.log)
 
 

@@ -1,32 +1,38 @@
-"""--time MINUTES: the epochs that fit a wall-clock budget on this machine.
+"""--time MINUTES: the epochs that fit a wall-clock budget on this machine, kept to the second.
 
 Machines that look alike differ 4x in speed, so a fixed epoch count cannot keep a time promise.
-Before fitting, `measure` times this machine on the run's own model and loader at every image
-size of the schedule (training, training with the body frozen where fine-tune freezes it, and
-validation), a checkpoint write, over a few batches; `plan` (pure) then picks the most epochs whose
-predicted time (training, the validated epochs, checkpoints, evaluation, figures, report and
-export) fits what is left of the budget. Only the epoch count changes: the lr, the progressive
-fractions and the augmentation are the preset's, and the one-cycle schedule is laid over the
-planned epochs.
+Before fitting, `measure` times this machine on the run's own model, precision and loader at every
+image size of the schedule (training, training with the body frozen where fine-tune freezes it,
+and validation) and a checkpoint write, over a few batches; `plan` (pure) then lays the epochs over
+what is left of the budget. The plan is not trusted to the end: training/keeper.py plans again at
+every epoch from the epochs' measured times (`choose`, the same pure rule, with `Costs` corrected
+per image size) and lets the last epoch end early at the deadline, so the command ends at
+1 - END_MARGIN of its budget. Only the epoch count changes: the lr, the resizing fractions and the
+augmentation are the preset's, and the one-cycle schedule follows the plan as it changes.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..core.config import TrainConfig
+from ..core.device import autocast
 from ..core.errors import UsageError
-from .epochs import frozen_epochs, sizes_per_epoch, total_epochs, validates
+from .epochs import EpochPlan, frozen_epochs, plan_epochs, sizes_per_epoch, total_epochs
 
-MARGIN = 0.03  # of the budget, kept back for noise
+END_MARGIN = 0.015  # of the budget: the command aims to end at 98.5 %, room for the noise of what follows the fit
 
 
-FINISH_FIXED_S = 20.0  # figures, report, export after training: a 2-core CPU measured 12-18 s (see README)
+MIN_LAST = 0.15  # the last epoch may end early at the deadline, but is not planned shorter than this
+
+
+FINISH_FIXED_S = 12.0  # figures, report, export after the fit; the main job's took ~13 s (745 s - 690 s fit - 42 s before)
 
 
 @dataclass
@@ -40,6 +46,33 @@ class Speeds:
 
 
 @dataclass
+class Costs:
+    """Seconds of one epoch from the measured speeds, times a correction per image size (the
+    measured epochs' time over this prediction, training/keeper.py; 1 before any epoch ran)."""
+
+    speeds: Speeds
+    n_train: int
+    n_val: int
+    n_frozen: int = 0
+    factors: dict[int, float] = field(default_factory=dict)
+    default: float = 1.0
+
+    def factor(self, size: int) -> float:
+        return self.factors.get(size, self.default)
+
+    def train_s(self, epoch: int, size: int) -> float:
+        rate = (self.speeds.frozen.get(size) if epoch < self.n_frozen else None) or self.speeds.train[size]
+        return self.n_train / rate * self.factor(size)
+
+    def other_s(self, size: int, validates: bool) -> float:
+        """The checkpoint, and the validation pass when the epoch validates."""
+        return self.speeds.checkpoint_s + (self.n_val / self.speeds.valid[size] * self.factor(size) if validates else 0)
+
+    def epoch_s(self, epoch: int, size: int, validates: bool) -> float:
+        return self.train_s(epoch, size) + self.other_s(size, validates)
+
+
+@dataclass
 class Plan:
     epochs: int
     predicted_s: float  # the whole command, from process start
@@ -49,50 +82,81 @@ class Plan:
     preset_epochs: int
     speeds: dict
     summary: str
+    last_fraction: float = 1.0  # of the last epoch's batches, as first planned (the keeper re-plans)
+    after_s: float = 0.0  # predicted for what follows the fit (evaluation, figures, report, export)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def choose(cfg: TrainConfig, costs: Costs, done: list[int], available_s: float, lo: int, hi: int):
+    """(EpochPlan, fraction of the last epoch, predicted seconds) for the epochs after `done`
+    (sizes of the global epochs already run) in `available_s`: the fewest epochs (between `lo` and
+    `hi` in all) that fill it, the last one ending early at the deadline. When that last epoch would
+    be shorter than MIN_LAST, one epoch fewer run whole (ending a little early)."""
+    e, prev = len(done), None
+    for total in range(max(lo, e + 1), max(hi, e + 1) + 1):
+        p = plan_epochs(cfg, total, done)
+        if plan_seconds(costs, p, e) >= available_s:
+            head, last = plan_seconds(costs, p, e) - costs.epoch_s(total - 1, p.sizes[-1], p.valid[-1]), total - 1
+            frac = (available_s - head - costs.other_s(p.sizes[last], True)) / costs.train_s(last, p.sizes[last])
+            if frac < MIN_LAST and prev is not None:
+                return prev
+            frac = min(1.0, max(frac, 0.0))
+            return p, frac, head + costs.other_s(p.sizes[last], True) + frac * costs.train_s(last, p.sizes[last])
+        prev = (p, 1.0, plan_seconds(costs, p, e))
+    return prev
+
+
 def epochs_cost(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int) -> tuple[float, float]:
-    """(fit seconds, after-fit seconds) predicted for `cfg` as it stands."""
-    total, n_frozen = total_epochs(cfg), frozen_epochs(cfg)
-    fit = 0.0
-    for e, size in enumerate(sizes_per_epoch(cfg)):
-        rate = speeds.frozen.get(size) if e < n_frozen else None
-        fit += n_train / (rate or speeds.train[size]) + speeds.checkpoint_s
-        if validates(cfg, e, total):
-            fit += n_val / speeds.valid[size]
-    after = FINISH_FIXED_S + n_val / speeds.valid[cfg.size]  # figures and export read the model once more
-    return fit, after
+    """(fit seconds, after-fit seconds) predicted for `cfg` as it stands, every epoch whole."""
+    costs = Costs(speeds, n_train, n_val, frozen_epochs(cfg))
+    return plan_seconds(costs, plan_epochs(cfg, total_epochs(cfg), [])), after_seconds(costs, cfg.size)
 
 
-def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: float, elapsed_s: float) -> Plan:
-    """The most epochs (the unfrozen ones for fine-tune) that fit: between a minimal run and
-    `max_epochs` (3 x the preset's). UsageError naming what would fit when not even the minimum does."""
-    preset_epochs = cfg.epochs
-    lo, hi = 1 if cfg.command == "fine-tune" else 2, cfg.max_epochs or 3 * preset_epochs
-    left = budget_s * (1 - MARGIN) - elapsed_s
-    best = None
-    for e in range(lo, hi + 1):
-        fit, after = epochs_cost(cfg.replace(epochs=e), speeds, n_train, n_val)
-        if fit + after > left:
-            break
-        best = (e, fit, after)
-    if best is None:
-        fit, after = epochs_cost(cfg.replace(epochs=lo), speeds, n_train, n_val)
-        need = (elapsed_s + fit + after) / (1 - MARGIN) / 60
+def after_seconds(costs: Costs, size: int, passes: int = 0) -> float:
+    """What follows the fit: figures, report and export, and `passes` more validation passes (TTA,
+    or a multi-process run, whose evaluation cannot reuse the last epoch's predictions)."""
+    return FINISH_FIXED_S + passes * costs.n_val / costs.speeds.valid[size] * costs.factor(size)
+
+
+def epoch_bounds(cfg: TrainConfig) -> tuple[int, int]:
+    """The fewest and most global epochs a plan may have: a minimal run (2 epochs, or a fine-tune's
+    frozen ones plus one) up to 3 x the preset's (or max_epochs)."""
+    n_frozen = frozen_epochs(cfg)
+    lo = n_frozen + 1 if cfg.command == "fine-tune" else 2
+    return lo, n_frozen + (cfg.max_epochs or 3 * cfg.epochs)
+
+
+def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: float, elapsed_s: float,
+         passes_after: int = 0) -> Plan:
+    """The first plan: the epochs (the unfrozen ones for fine-tune) that fill the budget to
+    1 - END_MARGIN, from a minimal run up to 3 x the preset's. UsageError naming what would fit when
+    not even the minimal run does."""
+    costs = Costs(speeds, n_train, n_val, frozen_epochs(cfg))
+    lo, hi = epoch_bounds(cfg)
+    after = after_seconds(costs, cfg.size, passes_after)
+    left = budget_s * (1 - END_MARGIN) - elapsed_s - after
+    minimal = plan_seconds(costs, plan_epochs(cfg, lo, []))
+    if minimal > left:
+        need = (elapsed_s + minimal + after) / (1 - END_MARGIN) / 60
         raise UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
-                         f"({describe_speeds(speeds)}): the minimal run ({lo} epoch(s)"
+                         f"({describe_speeds(speeds)}): the minimal run ({lo - frozen_epochs(cfg)} epoch(s)"
                          f"{' after the frozen one' if cfg.command == 'fine-tune' else ''}) needs about "
-                         f"{need:.1f} min; pass --time {need:.0f} or more, or a smaller --size")
-    e, fit, after = best
+                         f"{need:.1f} min; pass --time {math.ceil(need)} or more, or a smaller --size")
+    p, frac, fit = choose(cfg, costs, [], left, lo, hi)
+    e = p.total - frozen_epochs(cfg)
     summary = (f"this machine: {describe_speeds(speeds)} -> {e} epoch(s) fit in {budget_s / 60:g} min "
-               f"(predicted {(elapsed_s + fit + after) / 60:.1f} min)")
-    if e < preset_epochs:
-        summary += f"; fewer than the preset's {preset_epochs}: this machine is slower than the recipe assumes"
-    return Plan(e, round(elapsed_s + fit + after, 1), round(fit, 1), budget_s, round(elapsed_s, 1), preset_epochs,
-                asdict(speeds), summary)
+               f"(predicted {(elapsed_s + fit + after) / 60:.1f} min; re-planned at every epoch)")
+    if e < cfg.epochs:
+        summary += f"; fewer than the preset's {cfg.epochs}: this machine is slower than the recipe assumes"
+    return Plan(e, round(elapsed_s + fit + after, 1), round(fit, 1), budget_s, round(elapsed_s, 1), cfg.epochs,
+                asdict(speeds), summary, round(frac, 3), round(after, 1))
+
+
+def plan_seconds(costs: Costs, p: EpochPlan, start: int = 0) -> float:
+    """Predicted seconds of a plan's epochs from `start` on, every one whole."""
+    return sum(costs.epoch_s(i, p.sizes[i], p.valid[i]) for i in range(start, p.total))
 
 
 def describe_speeds(s: Speeds) -> str:
@@ -104,10 +168,12 @@ def describe_speeds(s: Speeds) -> str:
 def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 2.0) -> Speeds:
     """img/s of this Learner's own model, loss, precision and loaders at every size the run uses
     (on a copy of the model: the run's weights, optimizer and random state are left as they were)."""
+    from ..core.device import resolve_precision
     from ..data.loaders import set_size
     from .state import rng_state, set_rng_state
 
     state = rng_state(learn.dls, device)
+    precision = resolve_precision(cfg.precision, device)  # the precision the run trains in
     sizes = sorted(set(sizes_per_epoch(cfg)))
     frozen_sizes = sorted(set(sizes_per_epoch(cfg)[: frozen_epochs(cfg)]))
     model = copy.deepcopy(learn.model).to(device)
@@ -117,10 +183,10 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 2.0) -> Sp
     try:
         for size in sizes:
             set_size(learn.dls, size)
-            speeds.train[size] = _train_rate(learn, model, device, freeze=False, min_s=min_s)
+            speeds.train[size] = _train_rate(learn, model, device, False, min_s, precision)
             if size in frozen_sizes:
-                speeds.frozen[size] = _train_rate(learn, model, device, freeze=True, min_s=min_s)
-            speeds.valid[size] = _valid_rate(learn, model, device, min_s=min_s / 2)
+                speeds.frozen[size] = _train_rate(learn, model, device, True, min_s, precision)
+            speeds.valid[size] = _valid_rate(learn, model, device, min_s / 2, precision)
         speeds.checkpoint_s = _checkpoint_time(model, ckpt_dir)
     finally:
         set_size(learn.dls, sizes[0])
@@ -157,7 +223,7 @@ def _inputs(xb, device):
     return xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
 
 
-def _train_rate(learn, model, device, freeze: bool, min_s: float) -> float:
+def _train_rate(learn, model, device, freeze: bool, min_s: float, precision: str = "fp32") -> float:
     body = list(model[0].parameters())
     for p in body:
         p.requires_grad_(not freeze)
@@ -166,7 +232,7 @@ def _train_rate(learn, model, device, freeze: bool, min_s: float) -> float:
     model.train()
 
     def step(xb, yb):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(precision, device):
             loss = learn.loss_func(model(_inputs(xb, device)), yb)
         loss.backward()
         opt.step()
@@ -178,11 +244,11 @@ def _train_rate(learn, model, device, freeze: bool, min_s: float) -> float:
     return rate
 
 
-def _valid_rate(learn, model, device, min_s: float) -> float:
+def _valid_rate(learn, model, device, min_s: float, precision: str = "fp32") -> float:
     model.eval()
 
     def step(xb, yb):
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad(), autocast(precision, device):
             model(_inputs(xb, device))
 
     return _batches(learn.dls.valid, min_s, step)

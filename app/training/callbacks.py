@@ -137,7 +137,8 @@ class ValidEvery(EpochAware):
         self.cfg, self.total = cfg, total_epochs(cfg)
 
     def wanted(self, global_epoch: int) -> bool:
-        return validates(self.cfg, global_epoch, self.total)
+        plan = getattr(self.learn, "epoch_plan", None) if hasattr(self, "learn") else None  # a time budget's
+        return plan.valid[global_epoch] if plan is not None else validates(self.cfg, global_epoch, self.total)
 
     def before_validate(self):
         self.cancelled = False
@@ -181,6 +182,7 @@ class Checkpoint(EpochAware):
             "model": state, "opt": loadable(self.learn.opt.state_dict()), "epoch": self.global_epoch,
             "phase": self.phase, "rng": rng_state(self.dls, self.dls.device), "record": {k: float(v) for k, v in rec.items() if _num(v) and not _nan(float(v))},
             "samples_seen": getattr(self.learn, "samples_seen", 0), "best": self.best,
+            "cycle_p": getattr(self.learn, "cycle_p", None),  # a time budget's one-cycle progress
             "smooth_loss": {"val": float(self.recorder.smooth_loss.val), "count": int(self.recorder.smooth_loss.count)},
             "time": time.time(),
         }
@@ -228,15 +230,17 @@ def _num(v) -> bool:
         return False
 
 
-class FinalPreds(Callback):
+class FinalPreds(EpochAware):
     """Keeps the last epoch's validation predictions, so the evaluation after training reuses
     them instead of another full pass (what fastai's get_preds would compute: probabilities,
-    targets, unreduced losses, in loader order)."""
+    targets, unreduced losses, in loader order). The last epoch is the time budget's plan's when
+    there is one (the fit then runs over more epochs than it will do)."""
 
     order = 70
 
     def before_validate(self):
-        self.keep = self.epoch == self.n_epoch - 1
+        plan = getattr(self.learn, "epoch_plan", None)
+        self.keep = plan.is_last(self.global_epoch) if plan is not None else self.epoch == self.n_epoch - 1
         self.probs, self.targs, self.losses = [], [], []
 
     def after_batch(self):
@@ -271,7 +275,8 @@ class ProgressiveResize(EpochAware):
 
     def before_epoch(self):
         super().before_epoch()
-        s = self.size_at(self.global_epoch)
+        plan = getattr(self.learn, "epoch_plan", None)  # a time budget plans sizes as it goes
+        s = plan.sizes[self.global_epoch] if plan is not None else self.size_at(self.global_epoch)
         if getattr(self.learn, "cur_size", None) != s:
             set_size(self.dls, s)
             if self.log_fn and getattr(self.learn, "cur_size", None) is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core import ranks as dist
 from ..core.config import TrainConfig, check_sizes
-from ..core.device import pick_device, seed_everything
+from ..core.device import cpu_bf16, pick_device, resolve_precision, seed_everything
 from ..core.rundir import device_info, load_config, new_run_dir, save_config, versions
 from ..core.runlog import run_logger
 from ..data.download import resolve_data
@@ -29,6 +29,7 @@ class RunContext:
     dls: object
     started: float
     plan: object = None  # budget.Plan when --time planned the epochs
+    budget: object = None  # keeper.Budget: the plan kept as training goes (--time)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
@@ -40,9 +41,11 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         run = Path(resume)
         cfg, meta = load_config(run)
     else:
-        cfg = cfg.replace(data=str(resolve_data(cfg.data).resolve()))  # any folder can evaluate or resume it
+        cfg = cfg.replace(data=str(resolve_data(cfg.data, progress).resolve()))  # any folder can evaluate or resume it
     check_sizes(cfg)
     device = pick_device(cfg.device, log=console.print if console else print)
+    requested = cfg.precision
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device))  # config.json keeps what ran
     dist.init(device)
     if not resume:
         run = Path(dist.broadcast(str(new_run_dir(cfg.command, out)) if dist.is_rank0() else None))
@@ -62,8 +65,8 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
             save_config(run, cfg, versions=versions(), device=device_info(device), seed=cfg.seed,
                         classes=list(dls.vocab), synsets=ds.classes, data_fingerprint=ds.fingerprint(),
                         fingerprint_version=FINGERPRINT_VERSION, layout=ds.layout.spec(),
-                        class_names_from=ds.names_from,
-                        status="running", world_size=dist.world_size(), **info)
+                        class_names_from=ds.names_from, status="running", world_size=dist.world_size(),
+                        precision_requested=requested, cpu_bf16=cpu_bf16(), **info)
     return RunContext(run, cfg, device, log, ds, dls, started)
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed
 from fastai.distributed import DistributedDL, DistributedTrainer
 
-from ..core.ranks import rank, world_size
+from ..core.ranks import world_size
 
 
 class GlooSafeDistributedDL(DistributedDL):
@@ -42,12 +42,8 @@ def distributed(learn, device):
     if world_size() <= 1:
         yield learn
         return
-    from fastai.callback.progress import ProgressCallback
-
     cpu = device.type == "cpu"
-    learn.add_cb(CpuSafeDistributedTrainer(sync_bn=not cpu, cpu=cpu))
-    if rank():
-        learn.remove_cb(ProgressCallback)
+    learn.add_cb(CpuSafeDistributedTrainer(sync_bn=not cpu, cpu=cpu))  # bars: rank 0 only (model.learner.build)
     try:
         yield learn
     finally:

@@ -4,6 +4,8 @@ callbacks and the time-budget planner all read them here, so they agree on one c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..core.config import TrainConfig
 
 
@@ -46,3 +48,45 @@ def validates(cfg: TrainConfig, epoch: int, total: int | None = None) -> bool:
 def frozen_epochs(cfg: TrainConfig) -> int:
     """Epochs that train the head only (fine-tune's first phase)."""
     return sum(p["epochs"] for p in phases(cfg) if p["freeze"])
+
+
+@dataclass
+class EpochPlan:
+    """The epochs as a time budget plans them now (training/keeper.py): every global epoch's image
+    size (never going back down), which epochs validate, and how many batches the last one runs
+    when it must end early at the deadline (None: all of them)."""
+
+    sizes: list[int]
+    valid: list[bool]
+    final_iters: int | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.sizes)
+
+    def is_last(self, epoch: int) -> bool:
+        return epoch == self.total - 1
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.total, "sizes": self.sizes, "valid": self.valid, "final_iters": self.final_iters}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EpochPlan:
+        return cls(list(d["sizes"]), list(d["valid"]), d.get("final_iters"))
+
+
+def plan_epochs(cfg: TrainConfig, total: int, done: list[int]) -> EpochPlan:
+    """`total` global epochs of `cfg`, the first len(done) already run at the sizes `done`: the
+    others follow cfg's resizing schedule laid over `total`, never below the last size run, and
+    the last epoch at the final size. Validation as `validates` says, on these sizes."""
+    n_frozen = frozen_epochs(cfg)
+    sched = sizes_per_epoch(cfg.replace(epochs=max(1, total - n_frozen)))[:total]
+    sizes, floor = list(done), max(done, default=0)
+    for s in sched[len(done):]:
+        floor = max(floor, s)
+        sizes.append(floor)
+    if len(sizes) > len(done):
+        sizes[-1] = cfg.size
+    valid = [cfg.valid_every <= 1 or (e + 1) % cfg.valid_every == 0 or e == total - 1 or sizes[e + 1] != sizes[e]
+             for e in range(total)]
+    return EpochPlan(sizes, valid)

@@ -49,20 +49,20 @@ def find_lr(learn, unfrozen: bool = True) -> tuple[dict, float]:
 def run_lr_find(preset: str = "auto", weights: str | None = None, out=None, console=None, progress=None,
                 **flags) -> Path:
     """`python -m app lr-find` as typed: settings and weights resolved, then lr_find."""
-    from ..core.device import cuda_available
-    from ..core.paths import show_progress
+    from ..core.device import trains_on_cuda
     from ..model.weights import resolve_weights
     from .presets import resolve
 
-    w = resolve_weights(weights, progress=show_progress())
-    cfg = resolve("lr-find", preset, w.spec, cuda_available(), **flags)
+    w = resolve_weights(weights, progress=progress)
+    cfg = resolve("lr-find", preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
     return lr_find(cfg, out=str(out) if out else None, console=console, progress=progress)
 
 
 def lr_find(cfg: TrainConfig, out: str | None = None, console=None, progress=None) -> Path:
     """fastai lr_find; saves its four suggestions, the recommended lr, the curve and its plot."""
     s = open_run(cfg.replace(command="lr-find", progressive=""), out, console=console, progress=progress)
-    learn = build(s.cfg, s.dls, s.run, s.device, s.log)
+    learn = build(s.cfg, s.dls, s.run, s.device, s.log, progress=progress)
+    learn.phase_label = "lr-find"
     with distributed(learn, s.device):
         sug, rec = find_lr(learn, unfrozen=False)  # as fastai does: a pretrained body stays frozen
     if dist.is_rank0():

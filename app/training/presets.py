@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import LOADERS, MIN_SIZE, TrainConfig, check_sizes, parse_progressive
+from ..core.device import PRECISIONS
 from ..core.errors import UsageError
 
 # Named recipes (see benchmarks/accuracy.md for how each was chosen and what it reached).
@@ -92,6 +93,8 @@ def resolve(command: str, preset: str = "auto", weights: str = "none", cuda: boo
         given["loader"] = LOADERS[given["loader"]]
     if "size" in given and "progressive" not in given:  # keep the preset's resizing ratios
         given["progressive"] = cfg.scaled_progressive(given["size"])
+    if given.get("precision", "auto") not in PRECISIONS:
+        raise UsageError(f"unknown --precision {given['precision']!r} (choose {', '.join(PRECISIONS)})")
     if given.get("progressive") == "none":
         given["progressive"] = ""
     try:

@@ -20,7 +20,6 @@ from ..core import ranks as dist
 from ..core.config import TrainConfig
 from ..core.errors import Interrupted, UsageError
 from ..core.host import rss_mb
-from ..core.paths import show_progress
 from ..core.rundir import update_config
 from ..model.learner import build
 from ..model.weights import Weights, resolve_weights, torch_load
@@ -42,10 +41,10 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
         return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
-    from ..core.device import cuda_available
+    from ..core.device import trains_on_cuda
 
-    w = resolve_weights(weights, progress=show_progress())
-    cfg = resolve(command, preset, w.spec, cuda_available(), **flags)
+    w = resolve_weights(weights, progress=progress)
+    cfg = resolve(command, preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)
@@ -72,7 +71,7 @@ def _fit_size(cfg: TrainConfig, console, progress):
     from ..data.scan import scan_for
     from .presets import fit_size_to_images
 
-    data = resolve_data(cfg.data)
+    data = resolve_data(cfg.data, progress)
     ds = scan_for(cfg.replace(data=str(data)), progress=progress)
     side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
@@ -98,15 +97,22 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
             weights = Weights("none", reason="resumed: the weights come from the checkpoint")
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
         shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
-    learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights)
+    learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights, progress=progress)
     if s.cfg.min_freeze_steps and not resume:
         s.cfg = _size_frozen_phase(s)
     if s.cfg.time and not resume:
-        s.cfg = _plan_budget(learn, s)
+        s.cfg = _plan_budget(learn, s, finish or Finish())
+    elif s.cfg.time:
+        from .keeper import recorded_budget
+
+        n_train = len(s.ds.split("train")) // dist.world_size()
+        s.budget = recorded_budget(s.run, s.cfg, n_train, len(s.ds.split("val")))  # as it stood: no clock
     if ckpt is not None:
         learn.model.load_state_dict(ckpt["model"])
         learn.samples_seen = ckpt.get("samples_seen", 0)
     fit_s = _fit(learn, s, start_epoch, ckpt)
+    if s.budget is not None:
+        s.cfg = s.budget.cfg  # the epochs as the budget ended up planning them
     _finish(learn, s, fit_s, finish)
     dist.barrier()
     return s.run
@@ -127,18 +133,19 @@ def _size_frozen_phase(s: RunContext) -> TrainConfig:
     return cfg
 
 
-def _plan_budget(learn, s: RunContext) -> TrainConfig:
+def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     """--time: this machine measured, the epochs planned (on rank 0, shared with the others) and
-    written into config.json, so a resumed run keeps the plan."""
+    written into config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
     from .budget import measure, plan
+    from .keeper import start_budget
 
-    p = None
+    p, n_train = None, len(s.ds.split("train")) // dist.world_size()
+    passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
     if dist.is_rank0():
         speeds = measure(learn, s.cfg, s.device, s.run / "models")
-        n_train = len(s.ds.split("train")) // dist.world_size()
         try:
-            p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds())
+            p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:
             update_config(s.run, status="refused: the time budget holds no useful run")
             p = e
@@ -149,7 +156,7 @@ def _plan_budget(learn, s: RunContext) -> TrainConfig:
     if dist.is_rank0():
         update_config(s.run, config=cfg.to_dict(), plan=p.to_dict())
     s.log(p.summary)
-    s.plan = p
+    s.plan, s.budget = p, start_budget(s.cfg, cfg, p, s.run, n_train, len(s.ds.split("val")))
     return cfg
 
 
@@ -193,15 +200,16 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     saver = Checkpoint(run / "models", off, ph["name"], best=best)
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
-        HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress())),
+        HistoryCSV(run / "history.csv", off, ph["name"], log=s.log),
         BatchLog(run / "batches.csv", off),
         saver,
     ]
     if cfg.valid_every > 1:
         cbs.append(ValidEvery(cfg, off))
     if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
-        cbs.append(FinalPreds())
+        cbs.append(FinalPreds(off))
     learn.freeze() if ph["freeze"] else learn.unfreeze()
+    learn.phase_label = ph["name"]
     skip = max(0, start_epoch - off)
     if ckpt is not None:
         learn.model.to(s.device)  # before the optimizer: its state must sit beside the parameters
@@ -212,8 +220,15 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
         if skip > 0 and "smooth_loss" in ckpt:  # mid-phase; a new phase starts afresh, as fastai does
             cbs.append(RestoreSmoothLoss(ckpt["smooth_loss"]))
     kw = {k: ph[k] for k in ("pct_start", "div") if k in ph}
-    s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
     with distributed(learn, learn.dls.device or torch.device("cpu")):
+        if s.budget is not None:
+            from .keeper import fit_budgeted
+
+            last = ph["name"] == phases(cfg)[-1]["name"]
+            p0 = (ckpt or {}).get("cycle_p") if (ckpt or {}).get("phase") == ph["name"] else None
+            fit_budgeted(learn, s.budget, ph, cbs, skip, last, p0, s.log, wd=cfg.wd, **kw)
+            return saver.best
+        s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
         learn.fit_one_cycle(ph["epochs"], ph["lr"], wd=cfg.wd, cbs=cbs, start_epoch=skip, **kw)
     return saver.best
 

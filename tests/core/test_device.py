@@ -60,3 +60,38 @@ def test_loaded_optimizer_state_moves_beside_its_parameters():
     load_opt_state(opt2, saved)
     tensors = [v for _, _, st, _ in opt2.all_params() for v in st.values() if isinstance(v, torch.Tensor)]
     assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
+def test_the_training_device_is_the_one_asked_for_not_the_machines(monkeypatch):
+    monkeypatch.setattr(dev, "cuda_available", lambda: True)  # a machine with a GPU
+    assert dev.trains_on_cuda("auto") and dev.trains_on_cuda(None) and dev.trains_on_cuda("cuda:1")
+    assert not dev.trains_on_cuda("cpu") and not dev.trains_on_cuda("CPU")
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    assert not dev.trains_on_cuda("auto") and dev.trains_on_cuda("cuda")  # pick_device refuses it later
+
+
+def test_cpu_flags_are_read_from_cpuinfo_on_any_os(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n\nprocessor\t: 1\nflags\t: fpu\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert {"avx512_bf16", "amx_tile", "fpu"} <= dev.cpu_flags(str(x86)) and "bf16" in dev.cpu_flags(str(arm))
+    assert dev.cpu_flags(str(tmp_path / "missing")) == set()  # Windows, macOS: no /proc/cpuinfo
+    assert dev.cpu_bf16(str(x86))["flags"] == ["avx512_bf16"] and dev.cpu_bf16(str(tmp_path / "no"))["native"] is False
+
+
+def test_precision_auto_is_fp32_on_a_cpu_until_the_switch_and_bf16_on_a_gpu(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(dev, "cpu_bf16", lambda: {"mkldnn_bf16": True, "flags": ["avx512_bf16"], "native": True})
+    assert dev.resolve_precision("auto", cpu) == "fp32" and dev.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(dev, "AUTO_CPU_BF16", True)  # the one-line switch
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(dev, "cpu_bf16", lambda: {"mkldnn_bf16": True, "flags": [], "native": False})
+    assert dev.resolve_precision("auto", cpu) == "fp32"  # emulated bf16 is not worth it
+    assert dev.resolve_precision("fp16", cpu) == "fp32"  # a GPU run resumed on a CPU
+    monkeypatch.setattr(dev, "bf16_ok", lambda d: False)
+    assert dev.resolve_precision("auto", gpu) == "fp16" and dev.resolve_precision("fp32", gpu) == "fp32"
+    with pytest.raises(UsageError, match="no bf16 in hardware"):
+        dev.resolve_precision("bf16", gpu)
+    with pytest.raises(UsageError, match="unknown --precision 'half'"):
+        dev.resolve_precision("half", cpu)

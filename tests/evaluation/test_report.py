@@ -93,3 +93,21 @@ def test_every_value_read_back_from_run_files_is_escaped(fitted, tmp_path):
     page = (run / "report.html").read_text()
     assert "<script" not in page and "<img src=x" not in page and "<b>99</b>" not in page
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
+
+
+def test_the_time_budget_section_lists_every_epochs_planned_and_actual_seconds():
+    from app.evaluation.report import _time
+
+    epochs = [{"epoch": 0, "size": 64, "validated": False, "plan_epochs": 24, "batches": 148, "planned_s": 14.0,
+               "actual_s": 15.5},
+              {"epoch": 1, "size": 128, "validated": True, "plan_epochs": 23, "batches": 61, "planned_s": 30.2,
+               "actual_s": 29.1}]
+    meta = {"plan": {"budget_s": 900.0, "epochs": 24, "predicted_s": 886.5}, "wall_seconds": 887.1,
+            "time_keeper": {"epochs": epochs, "plan": {}}}
+    html = _time(meta)
+    assert "budget 900 s, took 887 s (98.6 %); first plan 24 epoch(s), predicted 886 s" in html
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells[:7] == ["0", "64", "-", "24", "148", "14.0", "15.5"] and cells[7:14] == ["1", "128", "yes", "23",
+                                                                                          "61", "30.2", "29.1"]
+    assert cells[-2:] == ["44.2", "44.6"]  # the sums
+    assert _time({"plan": meta["plan"]}) == ""  # a run without the keeper: no section

@@ -2,7 +2,6 @@
 bundles, and what a pretrained body means for training (frozen layers, normalisation, lrs)."""
 
 import hashlib
-import urllib.error
 
 import pytest
 import torch
@@ -31,15 +30,24 @@ def hub(tmp_path, monkeypatch):
 
 @pytest.fixture
 def offline(monkeypatch):
-    """torch.hub.download_url_to_file (what the resolver calls) fails as it does offline; the list
-    records every call, so a test can prove the patch applied."""
-    calls = []
+    """The ImageNet URL points at a local port nothing listens on: the real download code runs and
+    is refused, as offline. The list records every connection tried, so a test can prove it ran."""
+    import socket
 
-    def fail(url, dst, *a, **k):
-        calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    from app.core import download as dl
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{s.getsockname()[1]}/{model_mod.IMAGENET_FILE}"
+    s.close()
+    monkeypatch.setattr(model_mod, "IMAGENET_URL", url)
+    calls, real = [], dl.urlopen
+
+    def spy(req, *a, **k):
+        calls.append(req.full_url)
+        return real(req, *a, **k)
+
+    monkeypatch.setattr(dl, "urlopen", spy)
     return calls
 
 
@@ -84,6 +92,39 @@ def test_imagenet_offline_is_one_clear_line_and_auto_falls_back_saying_so(hub, o
     assert model_mod.IMAGENET_FILE in msg and "--weights PATH" in msg and str(hub) in msg and "\n" not in msg
     w = resolve_weights("auto")
     assert w.kind == "none" and "unavailable offline" in w.reason and len(offline) == 2
+
+
+def test_imagenet_is_downloaded_into_the_hub_cache_with_its_hash_checked(hub, tmp_path, monkeypatch):
+    """The real download path against a real HTTP server on 127.0.0.1: a torchvision file named
+    by its own hash prefix, fetched into $TORCH_HOME's cache and then used; the same URL serving
+    another file is refused by the name's hash and leaves nothing in the cache."""
+    import http.server
+    import threading
+    from functools import partial
+
+    www = tmp_path / "www"
+    src = _torchvision_file(www)
+    (www / "alexnet-owt-00000000.pth").write_bytes(src.read_bytes())  # right bytes, a name that lies
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(www)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        monkeypatch.setattr(model_mod, "IMAGENET_FILE", src.name)
+        monkeypatch.setattr(model_mod, "IMAGENET_URL", f"{base}/{src.name}")
+        w = resolve_weights("imagenet")
+        assert w.kind == "imagenet" and w.path == hub / src.name and w.path.read_bytes() == src.read_bytes()
+        monkeypatch.setattr(model_mod, "IMAGENET_FILE", "alexnet-owt-00000000.pth")
+        monkeypatch.setattr(model_mod, "IMAGENET_URL", f"{base}/alexnet-owt-00000000.pth")
+        with pytest.raises(NetworkError, match="does not start with 00000000"):
+            resolve_weights("imagenet")
+        assert sorted(p.name for p in hub.iterdir()) == [src.name]  # nothing half-written or wrong kept
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_random_init_is_said_out_loud(dls):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from app.core.errors import UsageError
-from app.training.budget import Speeds, epochs_cost, plan
+from app.training.budget import END_MARGIN, MIN_LAST, Costs, Speeds, choose, epochs_cost, plan
 from app.training.presets import resolve
 
 from ..conftest import run_cli
@@ -29,18 +29,39 @@ def test_epochs_cost_counts_every_epoch_at_its_size_and_only_validated_epochs():
 
 
 def test_the_plan_fills_the_budget_and_a_slower_machine_gets_fewer_epochs():
+    """The fewest epochs that fill the budget to 98.5 %, the last one ending early at the deadline:
+    whole epochs cannot land in a 97-100 % window."""
     cfg = resolve("fit-one-cycle", "cpu-quick", "none")
     fast = plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=900, elapsed_s=30)
+    target = 900 * (1 - END_MARGIN)
+    assert fast.predicted_s == pytest.approx(target, abs=0.1) and MIN_LAST <= fast.last_fraction < 1
     fit, after = epochs_cost(cfg.replace(epochs=fast.epochs), SPEEDS, N_TRAIN, N_VAL)
-    assert 30 + fit + after <= 900 * 0.97  # it fits, with the margin
-    fit1, after1 = epochs_cost(cfg.replace(epochs=fast.epochs + 1), SPEEDS, N_TRAIN, N_VAL)
-    assert 30 + fit1 + after1 > 900 * 0.97  # and one more epoch would not
+    assert 30 + fit + after > target  # every epoch whole would overrun: the last one is cut
+    fit1, after1 = epochs_cost(cfg.replace(epochs=fast.epochs - 1), SPEEDS, N_TRAIN, N_VAL)
+    assert 30 + fit1 + after1 < target  # and one epoch fewer would end early
     slow = Speeds({k: v / 4 for k, v in SPEEDS.train.items()}, {}, {k: v / 4 for k, v in SPEEDS.valid.items()}, 2.0)
     p = plan(cfg, slow, N_TRAIN, N_VAL, budget_s=900, elapsed_s=60)
     assert 2 <= p.epochs < fast.epochs and "fewer than the preset's 19" in p.summary
     assert "epoch(s) fit in 15 min" in p.summary and "110 at 128" in fast.summary
     very_fast = Speeds({k: v * 50 for k, v in SPEEDS.train.items()}, {}, SPEEDS.valid, 0.1)
-    assert plan(cfg, very_fast, N_TRAIN, N_VAL, 900, 10).epochs == 3 * 19  # capped at 3 x the preset's
+    capped = plan(cfg, very_fast, N_TRAIN, N_VAL, 900, 10)
+    assert capped.epochs == 3 * 19 and capped.last_fraction == 1  # capped at 3 x the preset's, every epoch whole
+
+
+def test_choose_keeps_what_ran_and_never_plans_a_sliver_of_an_epoch():
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    costs = Costs(SPEEDS, N_TRAIN, N_VAL)
+    done = [64] * 10 + [96] * 3  # 13 epochs ran; the machine then has 200 s left
+    p, frac, secs = choose(cfg, costs, done, 200.0, 2, 57)
+    assert p.sizes[:13] == done and p.sizes[-1] == 128 and p.sizes == sorted(p.sizes)  # never back down
+    assert secs == pytest.approx(200.0) and 0 < frac < 1
+    whole = sum(costs.epoch_s(i, p.sizes[i], p.valid[i]) for i in range(13, p.total))
+    assert whole > 200.0 > whole - costs.train_s(p.total - 1, 128) * (1 - MIN_LAST) - 1e-6
+    one = costs.epoch_s(13, 128, True)  # time for one whole epoch and a sliver: one epoch, whole
+    p2, frac2, _ = choose(cfg, costs, done, one + 0.05 * costs.train_s(14, 128), 2, 57)
+    assert p2.total == 14 and frac2 == 1.0
+    p3, frac3, _ = choose(cfg, costs, done, -5.0, 2, 57)  # past the deadline: this epoch is the last
+    assert p3.total == 14 and frac3 == 0.0 and p3.sizes[-1] == 128
 
 
 def test_a_budget_too_small_to_train_says_what_would_fit():
@@ -49,6 +70,10 @@ def test_a_budget_too_small_to_train_says_what_would_fit():
         plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=120, elapsed_s=30)
     msg = str(e.value)
     assert "--time 2 cannot hold a useful run" in msg and "pass --time" in msg and "\n" not in msg
+    import re
+
+    need, suggested = float(re.search(r"needs about ([\d.]+) min", msg)[1]), int(re.search(r"pass --time (\d+)", msg)[1])
+    assert suggested >= need > 2  # what it suggests does hold the minimal run (it once said 2 for 2.1)
 
 
 def test_fine_tune_plans_its_unfrozen_epochs_with_the_frozen_phase_at_its_own_speed():
@@ -59,33 +84,57 @@ def test_fine_tune_plans_its_unfrozen_epochs_with_the_frozen_phase_at_its_own_sp
     fit, _ = epochs_cost(cfg.replace(epochs=e), speeds, N_TRAIN, N_VAL)
     assert e >= 1 and cfg.freeze_epochs == 1 and cfg.valid_every == 1
     assert fit == pytest.approx(N_TRAIN / 330 + e * N_TRAIN / 110 + (1 + e) * (0.5 + N_VAL / 400), rel=1e-9)
+    assert p.predicted_fit_s == pytest.approx(fit - (1 - p.last_fraction) * N_TRAIN / 110, abs=0.5)  # rounded
 
 
-def test_train_with_a_time_budget_ends_within_it(small_data, tmp_path):
-    """The main job, as typed, on 160 real images with a 1.5-minute budget (a margin of 30 s for a
-    noisy machine): it plans, says so in one line, trains, evaluates, exports, and records both times."""
+def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
+    """The main job, as typed, on 160 real images (at 72 px) with a 1.5-minute budget (a margin of
+    30 s for a noisy machine): it plans, says so in one line, trains while re-planning, evaluates, exports,
+    and records the plan, every epoch's planned and actual seconds, and both times."""
+    import shutil
+
     run = tmp_path / "run"
     t = time.time()
     offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # even where online
-    p = run_cli("train", "--data", small_data, "--time", 1.5, "--out", run, check=True, timeout=600,
+    p = run_cli("train", "--data", small_data_72, "--time", 1.5, "--out", run, check=True, timeout=600,
                 env={**offline, "TORCH_HOME": str(tmp_path / "torch")})
     took = time.time() - t
     assert took <= 90 + 30, took
     meta = json.loads((run / "config.json").read_text())
-    plan_ = meta["plan"]
-    assert plan_["budget_s"] == 90 and plan_["epochs"] == meta["config"]["epochs"] >= 2
+    plan_, kept = meta["plan"], meta["time_keeper"]
+    epochs = meta["config"]["epochs"]
+    assert plan_["budget_s"] == 90 and plan_["epochs"] >= 2 and epochs == kept["plan"]["epochs"] >= 2
     assert plan_["predicted_s"] <= 90 and meta["wall_seconds"] <= took
+    assert [r["epoch"] for r in kept["epochs"]] == list(range(epochs))  # every epoch: planned and actual
+    assert all(r["planned_s"] > 0 and r["actual_s"] > 0 for r in kept["epochs"])
+    assert kept["plan"]["sizes"] == sorted(kept["plan"]["sizes"]) and kept["plan"]["sizes"][-1] == meta["config"]["size"]
     assert "epoch(s) fit in 1.5 min" in p.stdout and "ImageNet weights unavailable offline" in p.stdout
+    assert "% ); planned" not in p.stdout and "of the 1.5 min budget (" in p.stdout
     assert meta["weights_used"] == "none" and "unavailable offline" in meta["weights_reason"]
-    assert (run / "report.html").is_file() and json.loads((run / "metrics.json").read_text())["n"] == 60
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["n"] == 60
+    import csv
 
-    # killed before its last epoch, then resumed: the original plan, not a new one
+    hist = list(csv.DictReader(open(run / "history.csv")))
+    assert len(hist) == epochs and all(r["train_loss"] for r in hist)  # every row whole, the last one too
+    assert float(hist[-1]["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-6)  # the last epoch scored it
+    report = (run / "report.html").read_text()
+    assert "<h2>Time budget</h2>" in report and f"{kept['epochs'][-1]['actual_s']:.1f}" in report
+
+    # killed before its last epoch, then resumed (twice, from the same state): the recorded plan,
+    # not a new one, and the same learning rates both times
     import torch
 
     ckpt = torch.load(run / "models" / "last.pth", weights_only=True)
-    ckpt["epoch"] = plan_["epochs"] - 2
+    ckpt["epoch"] = epochs - 2
     torch.save(ckpt, run / "models" / "last.pth")
-    r = run_cli("fit-one-cycle", "--resume", run, check=True, timeout=600)
-    assert f"at epoch {plan_['epochs'] - 1} of {plan_['epochs']}" in r.stdout and "fit in" not in r.stdout
+    shutil.copytree(run, tmp_path / "twin")
+    lrs = []
+    for r_dir in (run, tmp_path / "twin"):
+        r = run_cli("fit-one-cycle", "--resume", r_dir, check=True, timeout=600)
+        assert f"at epoch {epochs - 1} of {epochs}" in r.stdout and "fit in" not in r.stdout
+        lrs.append([ln.split(",")[5] for ln in (r_dir / "batches.csv").read_text().splitlines()[1:]])
+    assert lrs[0] == lrs[1] and len(lrs[0]) > 0
     after = json.loads((run / "config.json").read_text())
-    assert after["plan"] == plan_ and after["config"]["epochs"] == plan_["epochs"] and after["status"] == "finished"
+    assert after["plan"] == plan_ and after["config"]["epochs"] == epochs and after["status"] == "finished"
+    assert after["time_keeper"]["plan"] == kept["plan"] and not after["time_keeper"]["live"]

@@ -317,3 +317,17 @@ def test_a_resumed_train_run_finishes_as_train_does(tiny_data, tmp_path):
     from app.training.train import _saved_finish
 
     assert _saved_finish(run).export is True
+
+
+@pytest.mark.parametrize("device, preset, minutes", [("cpu", "cpu-quick", 15.0), ("auto", "gpu-fast", 0.0)])
+def test_the_preset_and_the_budget_follow_the_device_that_trains(tiny_data, monkeypatch, device, preset, minutes):
+    """`train --device cpu` on a machine with a GPU: the CPU recipe and the CPU time budget (it
+    was gpu-fast with no budget, chosen from cuda_available()). The GPU is faked; nothing trains."""
+    from app.core import device as dev
+    from app.training import train as train_mod
+
+    monkeypatch.setattr(dev, "cuda_available", lambda: True)
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: seen.append(cfg))
+    train_mod.run_command("train", "auto", "none", data=tiny_data, device=device, epochs=None, time=None)
+    assert (seen[0].preset, seen[0].time, seen[0].device) == (preset, minutes, device)
