@@ -269,10 +269,9 @@ def test_a_pickle_that_would_name_this_package_is_refused(chain, tmp_path, monke
 
     learn, cfg, ds = load_run(chain["run"], log=lambda *_: None)
     pkl = tmp_path / "x" / "named.pkl"
-    pkl.parent.mkdir()
     with pytest.raises(RunError, match="would need this package to load .*app.data.loaders"):
-        export_mod.export_pickle(export_mod.plain_model(learn), cfg, ds, list(learn.dls.vocab), pkl)
-    assert not pkl.exists()
+        export_mod.export_learner(learn, chain["run"], pkl, ds=ds, log=lambda *_: None)
+    assert not pkl.exists() and not pkl.with_suffix("").exists() and list(pkl.parent.iterdir()) == []
 
 
 def _tmux(*args, sock):
