@@ -29,6 +29,7 @@ class RunContext:
     dls: object
     started: float
     plan: object = None  # budget.Plan when --time planned the epochs
+    fit_started: float = 0.0  # time.time() when fitting began (a resumed run: minus the seconds done before)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,

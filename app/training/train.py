@@ -158,6 +158,7 @@ def _checkpoint(run: Path) -> tuple[dict | None, int]:
 def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
     """Every phase from `start_epoch`; Ctrl-C ends with the resume command (exit 130)."""
     t0 = time.time()
+    s.fit_started = t0 - (_elapsed_before(s.run) if start_epoch else 0.0)  # history's elapsed_s carries on
     try:
         for ph in phases(s.cfg):
             if start_epoch >= ph["offset"] + ph["epochs"] or ph["epochs"] == 0:
@@ -176,7 +177,8 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt) -> None:
     cfg, off, run = s.cfg, ph["offset"], s.run
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
-        HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress())),
+        HistoryCSV(run / "history.csv", off, ph["name"], log=lambda m: s.log(m, echo=not show_progress()),
+                   started=s.fit_started),
         BatchLog(run / "batches.csv", off),
         Checkpoint(run / "models", off, ph["name"], best=(ckpt or {}).get("best")),
     ]
@@ -210,6 +212,18 @@ def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
 
     with dist.this_process_only():  # evaluation on the whole validation set, in one process
         finish_run(learn, s, finish or Finish())
+
+
+def _elapsed_before(run: Path) -> float:
+    """Seconds of fitting the kept history rows already hold (a resumed run's clock carries on)."""
+    import csv
+
+    try:
+        with open(run / "history.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1].get("elapsed_s") or 0.0) if rows else 0.0
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _truncate_logs(run: Path, start_epoch: int) -> None:
