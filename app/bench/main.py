@@ -7,7 +7,7 @@ from .speed import run_speed
 
 
 def run(data=None, size=128, bs=64, images=1280, json_path=None, console=None, device="auto", repeats=3,
-        scale=False, transfer=False, budget=None, compile=False) -> dict:
+        scale=False, transfer=False, budget=None, compile=False, transfer_options: dict | None = None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     log = console.print if console else print
     if scale:
@@ -17,7 +17,7 @@ def run(data=None, size=128, bs=64, images=1280, json_path=None, console=None, d
     elif transfer:
         from .transfer import run_transfer
 
-        res = run_transfer(data, log=log, device=device, json_path=json_path)
+        res = run_transfer(data, log=log, device=device, json_path=json_path, **(transfer_options or {}))
     elif budget:
         from .budget import run_budget
 
