@@ -36,8 +36,10 @@ from ..core.files import read_json, write_json
 from ..core.paths import SHARED_SOURCE_DATA, cache_root
 from .timing import command_line
 
-# The source: cpu-quick's regularisation at the source's own 64 px, no progressive resizing (see
-# benchmarks/runs/transfer-source-probes.json for the candidates and what each bought).
+# The source: cpu-quick's regularisation at the source's own 64 px, no progressive resizing, 16 epochs
+# (about 20 minutes on an idle 2-core host whose ceiling is 294 img/s at 128 px; the 8 epochs
+# reached 15.6 %). lr 1e-3, cpu-quick's: 2e-3 left the first epoch near chance (0.9 % after 1 of 3
+# epochs). The candidates and what each reached: benchmarks/runs/transfer-source-probes.json.
 SOURCE_RECIPE = dict(preset="cpu-quick", size=64, progressive="", epochs=16, lr=1e-3, bs=64, min_scale=0.6,
                      valid_every=4)
 
