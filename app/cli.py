@@ -374,8 +374,9 @@ def bench(
                                                   "--bf16-accuracy")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
     scale: Annotated[bool, typer.Option("--scale", help="Instead: memory and speed on generated 10k and 100k image datasets.")] = False,
-    transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here vs "
-                                           "training from scratch, at several images per class.")] = False,
+    transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here "
+                                           "(the stand-in for ImageNet weights) vs training from scratch, at "
+                                           "several images per class and as the main job.")] = False,
     budget: Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
                                                     "defaults, each given these minutes, on Imagenette and a "
                                                     "generated dataset unlike it.")] = None,
@@ -386,20 +387,39 @@ def bench(
                                        "end, interleaved rounds (the first is a warm-up).")] = False,
     bf16_accuracy: Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
                                                 "--epochs, --seeds seeds, on --images training images.")] = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision.")] = 3,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run.",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
+                                       "draws (seeds) per K.")] = 3,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run; "
+                                                  "--transfer: every arm's epochs (at least 2).",
                                                   show_default="12")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept; --bf16: "
                                          "the median of these, after a warm-up round).")] = 3,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time training with torch.compile.")] = False,
     device: DEVICE[0] = "auto",
+    source_data: Annotated[Optional[Path], typer.Option(
+        "--source-data", help="--transfer: the many-class dataset the source model is trained on (train/<class>/, "
+        "val/<class>/).", show_default="../shared/data/tiny-imagenet-200-64")] = None,
+    parts: Annotated[str, typer.Option("--parts", help="--transfer: what to run, of source (only build or find the "
+                                       "cached source), arms (K images per class) and main-job (train both ways "
+                                       "under --minutes); parts not run keep their results in --json.")] = "arms,main-job",
+    ks: Annotated[str, typer.Option("--ks", help="--transfer: training images per class of the arms ('all': "
+                                    "every one, one seed).")] = "10,25,100,all",
+    source_epochs: Annotated[Optional[int], typer.Option("--source-epochs", min=1, help="--transfer: the source's "
+                                                         "epochs (another recipe: another cached source).",
+                                                         show_default="the recipe's")] = None,
+    minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
+    body_layers: Annotated[Optional[list[int]], typer.Option("--body-layers", min=1, max=5, help="--transfer: also "
+                                                             "an arm fine-tuning only the source's first N "
+                                                             "convolutions (repeatable).")] = None,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
 
+    opts = dict(source_data=source_data, parts=tuple(parts.split(",")), ks=ks, seeds=seeds, epochs=epochs,
+                source_epochs=source_epochs, minutes=minutes, body_layers=tuple(body_layers or ()))
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)
 
 
 def main(argv: list[str] | None = None) -> int:

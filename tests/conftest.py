@@ -87,6 +87,32 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
     return p
 
 
+KILL_AT = """
+import os, signal, sys
+from app.cli import main
+point, n = sys.argv[1], int(sys.argv[2])
+real, calls = getattr(os, point), []
+
+def then_die(*a, **kw):
+    out = real(*a, **kw)
+    calls.append(a)
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+setattr(os, point, then_die)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def kill_at(point: str, n: int, *args) -> int:
+    """Run the CLI with ARGS, os.POINT wrapped to SIGKILL the process right after its n-th successful
+    call: a kill at an exact step whatever the host's speed (timed kills missed on a busy CI)."""
+    p = subprocess.run([sys.executable, "-c", KILL_AT, point, str(n), *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode
+
+
 def assert_one_line_error(p, code: int, *words):
     """Non-zero exit with the given code, one line on stderr naming what and where, no traceback."""
     assert p.returncode == code, f"exit {p.returncode} != {code}\n{p.stdout}\n{p.stderr}"

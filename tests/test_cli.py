@@ -296,7 +296,8 @@ def test_a_real_terminal_sees_one_live_bar_and_one_line_per_epoch(small_data, tm
     if not shutil.which("tmux"):
         pytest.skip("tmux is not installed (sudo apt-get install tmux)")
     sock, done = f"app-test-{os.getpid()}", tmp_path / "exit"
-    env = {k: os.environ[k] for k in ("APP_CACHE_DIR", "APP_RUNS_DIR", "APP_MODELS_DIR", "PYTHONWARNINGS")}
+    env = {k: os.environ[k] for k in ("APP_CACHE_DIR", "APP_RUNS_DIR", "APP_MODELS_DIR", "PYTHONWARNINGS")
+           if k in os.environ}
     # COLUMNS/LINES: tmux starts the pane's shell at 80x24 before the window takes its size
     cmd = (f"cd {shlex.quote(str(ROOT))} && env -u APP_PROGRESS -u CI -u COLUMNS -u LINES "
            + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())

@@ -92,7 +92,7 @@ def run_budget(data=None, minutes: float = 15.0, log=print, device: str = "auto"
             roots["shapes"] = make_shapes(tmp / "shapes")
         for name in datasets:
             m = minutes if name == "imagenette" else small_minutes
-            arms = {arm: _arm(args, roots[name], m, tmp / f"{name}-{arm}", device) for arm, args in ARMS.items()}
+            arms = {arm: user_run(args, roots[name], m, tmp / f"{name}-{arm}", device) for arm, args in ARMS.items()}
             arms["gain_points"] = round(100 * (arms["ours"]["accuracy"] - arms["fastai_default"]["accuracy"]), 2)
             res["datasets"][name] = {"root": str(roots[name]), "minutes": m, **arms}
             log(f"  {name} ({m:g} min each): ours {arms['ours']['accuracy'] * 100:.2f} % in "
@@ -103,9 +103,10 @@ def run_budget(data=None, minutes: float = 15.0, log=print, device: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _arm(args: list[str], data: Path, minutes: float, out: Path, device: str) -> dict:
-    """One arm as a user runs it: a new process, a cold cache, the budget from the prompt."""
-    env = {**os.environ, "APP_CACHE_DIR": str(out) + "-cache",
+def user_run(args: list[str], data: Path, minutes: float, out: Path, device: str) -> dict:
+    """One command as a user runs it: a new process, a cold cache, the budget from the prompt (the
+    transfer bench's main job too)."""
+    env = {**os.environ, "APP_CACHE_DIR": str(out) + "-cache", "APP_MODELS_DIR": str(out) + "-models",
            "APP_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "app", *args, "--data", str(data), "--time", f"{minutes:g}", "--device", device,
            "--out", str(out)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: app/core/paths.py -> .
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "imagenette2-224"
+SHARED_SOURCE_DATA = PROJECT_ROOT.parent / "shared" / "data" / "tiny-imagenet-200-64"  # bench --transfer's source
 
 
 def cache_root() -> Path:

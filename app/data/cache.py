@@ -272,6 +272,8 @@ def _remove_stale(parent: Path) -> None:
 
     import psutil
 
+    if not parent.is_dir():  # the first cache of this dataset
+        return
     for d in parent.iterdir():
         m = re.fullmatch(r".+\.(?:tmp|old)(\d+)", d.name)
         if m and d.is_dir() and not psutil.pid_exists(int(m[1])):

@@ -14,9 +14,10 @@ from .scan import walk_images
 
 
 def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes: list[str] | None = None,
-                seed: int = 0, labels=None) -> Path:
+                seed: int = 0, labels=None, link: bool = False) -> Path:
     """Copy up to `train`/`val` random images per class of `src` to `dst` (which must not exist).
-    `val` < 0 takes every validation image of the chosen classes."""
+    `val` < 0 takes every validation image of the chosen classes. `link`: hard links instead of
+    copies (copies where the file system refuses links)."""
     src, dst = Path(src), Path(dst)
     lay = detect(src, labels)
     if dst.exists():
@@ -31,10 +32,22 @@ def make_subset(src: str | Path, dst: str | Path, train: int, val: int, classes:
         for c in chosen:
             pool = [p for p, s, k in found if s == split and k == c and p.is_file()]
             for p in rng.sample(pool, len(pool) if n < 0 else min(n, len(pool))):
-                out = dst / split / c / p.name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(p, out)
+                put(p, dst / split / c / p.name, link)
     for name in NAME_FILES:  # the subset keeps its classes' human names
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
     return dst
+
+
+def put(src: Path, dst: Path, link: bool = False) -> None:
+    """`src` at `dst`: a hard link when asked and possible (another file system, protected_hardlinks:
+    a copy), else a copy."""
+    import os
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            return os.link(src, dst)
+        except OSError:
+            pass
+    shutil.copy2(src, dst)

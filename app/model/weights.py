@@ -224,7 +224,7 @@ def load_bundle(model, bundle: str | Path, vocab: list[str]) -> str:
 def keep_body_layers(model, n: int) -> int:
     """Only the first `n` convolutions of a loaded body keep their weights; the later ones get a fresh
     random init. Early layers (edges, textures) transfer; a source trained on few classes has deep
-    layers too specific to them (measured: benchmarks/transfer-cpu.json). Returns the layers reset."""
+    layers too specific to them (measured: benchmarks/runs/transfer-5-class-source.json). Returns the layers reset."""
     from torchvision.models import alexnet
 
     body, fresh = model[0][0], alexnet().features

@@ -61,6 +61,8 @@ def export_targets(run: Path, to: Path | None = None, which: str = "last") -> tu
     if pkl.suffix != ".pkl":
         pkl = pkl.with_suffix(".pkl")
     bundle = pkl.with_suffix("")
+    finish_interrupted(pkl, bundle)
+    sweep_stale(pkl, bundle)
     for p in (pkl, bundle):
         if os.path.lexists(p):
             raise RunError(f"{p} already exists; nothing was overwritten (pass --to another path)")
@@ -137,6 +139,21 @@ def need_space(folder: Path, model) -> None:
     if free < need:
         raise RunError(f"export to {folder} needs about {need / 2**20:.0f} MB, and {free / 2**20:.0f} MB are free "
                        "(no space left on device); nothing was written")
+
+
+def finish_interrupted(pkl: Path, bundle: Path) -> None:
+    """An export killed between its two renames left the pickle published and its finished bundle
+    (model.json is written last) under its temporary name: that bundle takes its name now, so the
+    export is whole again rather than a pickle that blocks every retry."""
+    import psutil
+
+    if not os.path.isfile(pkl) or os.path.lexists(bundle):
+        return
+    for p in bundle.parent.glob(glob.escape(f".{bundle.name}.part") + "*"):
+        pid = p.name.rpartition(".part")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and (p / "model.json").is_file():
+            os.rename(p, bundle)
+            return
 
 
 def sweep_stale(*targets: Path) -> None:

@@ -44,27 +44,33 @@ class EpochAware(Callback):
 
 
 class HistoryCSV(CSVLogger, EpochAware):
-    """fastai's CSVLogger, one row per global epoch (with phase and size), across phases and resumes."""
+    """fastai's CSVLogger, one row per global epoch (with phase and size), across phases and resumes.
+    fastai's `time` is the epoch's own duration (mm:ss); `elapsed_s` is the seconds of fitting since
+    the run's first epoch began (fine-tune's phases and a resume carried on), for time-to-accuracy."""
 
-    def __init__(self, fname: Path, offset: int = 0, phase: str = "one-cycle", log=None):
+    def __init__(self, fname: Path, offset: int = 0, phase: str = "one-cycle", log=None, started: float | None = None):
         CSVLogger.__init__(self, fname=fname, append=True)
         EpochAware.__init__(self, offset)
-        self.phase, self.log_fn, self.skipped = phase, log, False
+        self.phase, self.log_fn, self.skipped, self.started = phase, log, False, started
 
     def before_fit(self):
         self.rank0 = is_rank0()
         if not self.rank0:
             return
+        self.started = self.started or time.time()
         new = not self.fname.exists() or self.fname.stat().st_size == 0
+        # a run written before `elapsed_s` existed keeps its columns when resumed
+        self.elapsed = new or "elapsed_s" in self.fname.read_text().split("\n", 1)[0].split(",")
         self.file = self.fname.open("a")
         if new:
-            self.file.write(",".join(list(self.recorder.metric_names) + ["phase", "size"]) + "\n")
+            self.file.write(",".join(list(self.recorder.metric_names) + ["elapsed_s", "phase", "size"]) + "\n")
         self.old_logger, self.learn.logger = self.logger, self._write_line
 
     def _write_line(self, log):
         if self.skipped:
             return  # a resumed fit passing over an epoch done before
-        row = [self.global_epoch] + list(log[1:]) + [self.phase, getattr(self.learn, "cur_size", "")]
+        elapsed = [round(time.time() - self.started, 1)] if self.elapsed else []
+        row = [self.global_epoch] + list(log[1:]) + elapsed + [self.phase, getattr(self.learn, "cur_size", "")]
         self.file.write(",".join("" if _nan(t) else str(t) for t in row) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())

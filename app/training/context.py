@@ -30,6 +30,7 @@ class RunContext:
     started: float
     plan: object = None  # budget.Plan when --time planned the epochs
     budget: object = None  # keeper.Budget: the plan kept as training goes (--time)
+    fit_started: float = 0.0  # time.time() when fitting began (a resumed run: minus the seconds done before)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,

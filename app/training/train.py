@@ -180,6 +180,7 @@ def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
     epoch's score carries across phases (best.pth is the best of the whole run, resumed or not)."""
     t0 = time.time()
     best = (ckpt or {}).get("best")
+    s.fit_started = t0 - (_elapsed_before(s.run) if start_epoch else 0.0)  # history's elapsed_s carries on
     try:
         for ph in phases(s.cfg):
             if start_epoch >= ph["offset"] + ph["epochs"] or ph["epochs"] == 0:
@@ -200,7 +201,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     saver = Checkpoint(run / "models", off, ph["name"], best=best)
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
-        HistoryCSV(run / "history.csv", off, ph["name"], log=s.log),
+        HistoryCSV(run / "history.csv", off, ph["name"], log=s.log, started=s.fit_started),
         BatchLog(run / "batches.csv", off),
         saver,
     ]
@@ -244,6 +245,18 @@ def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
 
     with dist.this_process_only():  # evaluation on the whole validation set, in one process
         finish_run(learn, s, finish or Finish())
+
+
+def _elapsed_before(run: Path) -> float:
+    """Seconds of fitting the kept history rows already hold (a resumed run's clock carries on)."""
+    import csv
+
+    try:
+        with open(run / "history.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1].get("elapsed_s") or 0.0) if rows else 0.0
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _truncate_logs(run: Path, start_epoch: int) -> None:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from app.data.edits import DECISIONS, FIELDS, apply_decisions, undo_apply
 
-from ..conftest import ROOT, assert_one_line_error, run_cli
+from ..conftest import KILL_AT, ROOT, assert_one_line_error, kill_at, run_cli
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -215,57 +215,25 @@ def test_a_truncated_manifest_without_a_journal_is_one_line(dataset):
     assert_one_line_error(run_cli("review", run, "--undo", "--yes"), 3, "manifest.json")
 
 
-def _kill_during(args: list[str], run: Path, root: Path, delay: float) -> int:
-    """Start `python -m app ARGS`, wait until it has begun moving, SIGKILL it `delay` s later."""
-    p = subprocess.Popen([sys.executable, "-m", "app", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    started = ("*/journal.jsonl", "*/manifest.json")
-    while p.poll() is None and not any(list((root / "quarantine").glob(g)) for g in started) and time.time() - t0 < 60:
-        time.sleep(0.002)
-    time.sleep(delay)
-    p.send_signal(signal.SIGKILL)
-    return p.wait()
-
-
 def test_sigkill_at_random_points_then_undo_restores_the_exact_file_set(tmp_path):
-    """SIGKILL a real `review --apply --yes` at random points (and once an --undo too); after
-    --undo the dataset holds exactly the files it held before, byte for byte."""
+    """SIGKILL a real `review --apply --yes` at random steps of its moves (and once an --undo too);
+    after --undo the dataset holds exactly the files it held before, byte for byte."""
     rng = random.Random(23)
-    partial = 0
     for k in range(6):
-        run, root = make_dataset(tmp_path / f"k{k}", per_class=60)
+        run, root = make_dataset(tmp_path / f"k{k}", per_class=20)
         before = files(root)
         rows = [(str(root / n), "remove" if i % 3 == 0 else "relabel", CLASSES[(CLASSES.index(n.split("/")[1]) + 1) % 3])
                 for i, n in enumerate(before)]
         write_decisions(run, [(p, d, c if d == "relabel" else "") for p, d, c in rows])
-        _kill_during(["review", run, "--apply", "--yes"], run, root, rng.uniform(0, 0.6))
+        point, n = rng.choice(["link", "unlink", "fsync"]), rng.randrange(1, len(before))
+        assert kill_at(point, n, "review", run, "--apply", "--yes") == -signal.SIGKILL
         moved = sum(1 for n in before if not (root / n).exists())
-        partial += 0 < moved < len(before)
-        if k == 5 and moved:
-            _kill_during(["review", run, "--undo", "--yes"], run, root, rng.uniform(0, 0.2))
+        assert 0 < moved < len(before), f"kill {k} at {point} #{n}: {moved} of {len(before)} moved"
+        if k == 5:
+            assert kill_at("link", rng.randrange(1, moved + 1), "review", run, "--undo", "--yes") == -signal.SIGKILL
         p = run_cli("review", run, "--undo", "--yes")
         assert p.returncode == 0, p.stdout + p.stderr
-        assert files(root) == before, f"kill {k}: {moved} moved"
-    assert partial >= 2, "too few kills landed in the middle of the moves to prove anything"
-
-
-KILL_AT = """
-import os, signal, sys
-from app.cli import main
-point, n = sys.argv[1], int(sys.argv[2])
-real, calls = getattr(os, point), []
-
-def then_die(*a, **kw):
-    out = real(*a, **kw)
-    calls.append(a)
-    if len(calls) == n:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-setattr(os, point, then_die)
-sys.exit(main(sys.argv[3:]))
-"""
+        assert files(root) == before, f"kill {k} at {point} #{n}: {moved} moved"
 
 
 @pytest.mark.parametrize("point,n", [("link", 1), ("link", 4), ("unlink", 1), ("unlink", 4), ("fsync", 3)])

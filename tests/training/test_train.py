@@ -43,6 +43,13 @@ def test_history_has_one_row_per_epoch_and_progressive_sizes(fitted):
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows if r["accuracy"])
     assert all(r["valid_loss"] == "" and r["train_loss"] for r in rows if not r["accuracy"])
     assert "epoch 7:" in p.stdout  # one plain line per epoch when not on a terminal
+    # elapsed_s: seconds of fitting when each epoch's row was written, against two clocks it does not read:
+    # fastai's own per-epoch durations (mm:ss, cut to whole seconds), each inside its epoch's interval,
+    # and the fit's time in config.json, which ends after the last row
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    durations = [int(m) * 60 + int(s) for m, s in (r["time"].split(":") for r in rows)]
+    assert all(b - a >= d for a, b, d in zip([0.0] + elapsed, elapsed, durations)), (elapsed, durations)
+    assert elapsed[-1] <= json.loads((run / "config.json").read_text())["fit_seconds"] + 0.1
     with open(run / "batches.csv") as f:
         b = list(csv.DictReader(f))
     assert len(b) == 8 * (160 // 16) and int(b[-1]["samples"]) == 8 * 160
@@ -103,6 +110,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path)
     assert f"resuming {cut} at epoch {done + 1}" in p.stdout
     a, b = _history(whole), _history(cut)
     assert [r["epoch"] for r in b] == ["0", "1", "2", "3"]  # no duplicates, no gaps
+    elapsed = [float(r["elapsed_s"]) for r in b]  # the fitting clock carries on across the kill:
+    assert all(x < y for x, y in zip(elapsed, elapsed[1:])), elapsed  # the resumed process's fit alone is shorter
+    assert elapsed[-1] > json.loads((cut / "config.json").read_text())["fit_seconds"] + 0.5 * elapsed[done], elapsed
     assert abs(float(a[-1]["accuracy"]) - float(b[-1]["accuracy"])) <= 0.01
     for ra, rb in zip(a, b):  # the smoothed train loss carries on across the kill, not restarted
         assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) < 1e-4, (ra, rb)
