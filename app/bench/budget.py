@@ -4,7 +4,8 @@ On Imagenette and on a generated dataset unlike it (small grayscale pictures of 
 classes with other names), the main job (`train --weights none`) and fastai's defaults
 (`fit-one-cycle --preset fastai-default`) each get the same wall-clock budget (`--time`), run as a
 user runs them: a new process each, a cold cache each. Imagenette gets MINUTES, the small dataset a
-third of them. Accuracy, planned and actual time for both, as JSON.
+third of them; `--data DIR` runs that dataset alone, given MINUTES. Accuracy, planned and actual
+time, and the size of every figure and of the report, for both, as JSON.
 """
 
 from __future__ import annotations
@@ -88,10 +89,13 @@ def run_budget(data=None, minutes: float = 15.0, log=print, device: str = "auto"
            "budget_minutes": {"imagenette": minutes, "shapes": small_minutes}, "datasets": {}}
     try:
         roots = {"imagenette": resolve_data(str(data) if data else None)}
+        if data:  # a dataset of the user's: that one alone, under its folder's name
+            roots, datasets = {Path(data).name: roots["imagenette"]}, (Path(data).name,)
+            res["budget_minutes"] = {datasets[0]: minutes}
         if "shapes" in datasets:
             roots["shapes"] = make_shapes(tmp / "shapes")
         for name in datasets:
-            m = minutes if name == "imagenette" else small_minutes
+            m = small_minutes if name == "shapes" else minutes
             arms = {arm: user_run(args, roots[name], m, tmp / f"{name}-{arm}", device) for arm, args in ARMS.items()}
             arms["gain_points"] = round(100 * (arms["ours"]["accuracy"] - arms["fastai_default"]["accuracy"]), 2)
             res["datasets"][name] = {"root": str(roots[name]), "minutes": m, **arms}
@@ -121,4 +125,17 @@ def user_run(args: list[str], data: Path, minutes: float, out: Path, device: str
     return {"command": "python -m app " + " ".join(cmd[3:]), "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
             "n_val": m["n"], "wall_s": round(wall, 1), "budget_s": minutes * 60, "over_budget": wall > minutes * 60,
             "epochs": meta["config"]["epochs"], "size": meta["config"]["size"], "preset": meta["config"]["preset"],
-            "plan": plan.get("summary"), "predicted_s": plan.get("predicted_s"), "fit_s": meta.get("fit_seconds")}
+            "plan": plan.get("summary"), "predicted_s": plan.get("predicted_s"), "fit_s": meta.get("fit_seconds"),
+            "precision": meta.get("precision"), "outputs": outputs(out)}
+
+
+def outputs(run: Path) -> dict:
+    """What a person opens after the run, by size: every figure's pixels and the report's bytes."""
+    from PIL import Image
+
+    figs = {}
+    for f in sorted((run / "figures").glob("*.png")):
+        with Image.open(f) as im:
+            figs[f.name] = list(im.size)
+    report = run / "report.html"
+    return {"figures_px": figs, "report_bytes": report.stat().st_size if report.is_file() else None}
