@@ -113,8 +113,9 @@ def sync(device) -> None:
 
 
 # The one-line switch (issue 24): True makes `--precision auto` train in bf16 on CPUs with native
-# bf16 (cpu_bf16()["native"]). Left False until `bench --bf16` shows >= 1.25x end to end and
-# `bench --bf16-accuracy` accuracy within 0.5 points (README, "Precision").
+# bf16 (cpu_bf16()["native"]) once `bench --bf16` shows >= 1.25x end to end and `bench
+# --bf16-accuracy` accuracy within 0.5 points. Measured: 2.16x, but -0.83 points over 3 seeds, so it
+# stays False (benchmarks/cpu-bf16-*.json, README "Precision").
 AUTO_CPU_BF16 = False
 
 
