@@ -364,53 +364,71 @@ def predict(
                  progress_factory=_progress)
 
 
+# bench's options that take more than a line (the command itself stays one screen)
+B_IMAGES = Annotated[Optional[int], typer.Option("--images", min=1, help="Training images to time on (a "
+                                                  "class-balanced subset).", show_default="1280; 2000 for "
+                                                  "--bf16-accuracy")]
+B_TRANSFER = Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here "
+                                           "(the stand-in for ImageNet weights) vs training from scratch, at "
+                                           "several images per class and as the main job.")]
+B_BUDGET = Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
+                                                    "defaults, each given these minutes, on Imagenette and a "
+                                                    "generated dataset unlike it (with --data: that dataset "
+                                                    "alone).")]
+B_KEEP = Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instead: `train --time MINUTES` as a "
+                                                  "user runs it, on this host idle and again with one core "
+                                                  "loaded for a minute mid-run: does it end within its budget?")]
+B_BF16 = Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
+                                       "end, interleaved rounds (the first is a warm-up).")]
+B_BF16_ACCURACY = Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
+                                                "--epochs, --seeds seeds, on --images training images.")]
+B_SEEDS = Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
+                                       "draws (seeds) per K.")]
+B_EPOCHS = Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run; "
+                                                  "--transfer: every arm's epochs (at least 2).",
+                                                  show_default="12")]
+B_REPEATS = Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept; --bf16: "
+                                         "the median of these, after a warm-up round).")]
+B_SOURCE_DATA = Annotated[Optional[Path], typer.Option(
+        "--source-data", help="--transfer: the many-class dataset the source model is trained on (train/<class>/, "
+        "val/<class>/).", show_default="../shared/data/tiny-imagenet-200-64")]
+B_PARTS = Annotated[str, typer.Option("--parts", help="--transfer: what to run, of source (only build or find the "
+                                       "cached source), arms (K images per class) and main-job (train both ways "
+                                       "under --minutes); parts not run keep their results in --json.")]
+B_KS = Annotated[str, typer.Option("--ks", help="--transfer: training images per class of the arms ('all': "
+                                    "every one, one seed).")]
+B_SOURCE_EPOCHS = Annotated[Optional[int], typer.Option("--source-epochs", min=1, help="--transfer: the source's "
+                                                         "epochs (another recipe: another cached source).",
+                                                         show_default="the recipe's")]
+B_BODY_LAYERS = Annotated[Optional[list[int]], typer.Option("--body-layers", min=1, max=5, help="--transfer: also "
+                                                             "an arm fine-tuning only the source's first N "
+                                                             "convolutions (repeatable).")]
+
+
 @app.command()
 def bench(
     data: DATA[0] = None,
     size: Annotated[int, typer.Option("--size", help="Image size.")] = 128,
     bs: Annotated[int, typer.Option("--bs", help="Batch size.")] = 64,
-    images: Annotated[Optional[int], typer.Option("--images", min=1, help="Training images to time on (a "
-                                                  "class-balanced subset).", show_default="1280; 2000 for "
-                                                  "--bf16-accuracy")] = None,
+    images: B_IMAGES = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results here.")] = None,
     scale: Annotated[bool, typer.Option("--scale", help="Instead: memory and speed on generated 10k and 100k image datasets.")] = False,
-    transfer: Annotated[bool, typer.Option("--transfer", help="Instead: fine-tune from a source model trained here "
-                                           "(the stand-in for ImageNet weights) vs training from scratch, at "
-                                           "several images per class and as the main job.")] = False,
-    budget: Annotated[Optional[float], typer.Option("--budget", min=1.0, help="Instead: our recipe vs fastai's "
-                                                    "defaults, each given these minutes, on Imagenette and a "
-                                                    "generated dataset unlike it.")] = None,
-    keep: Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instead: `train --time MINUTES` as a "
-                                                  "user runs it, on this host idle and again with one core "
-                                                  "loaded for a minute mid-run: does it end within its budget?")] = None,
-    bf16: Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
-                                       "end, interleaved rounds (the first is a warm-up).")] = False,
-    bf16_accuracy: Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
-                                                "--epochs, --seeds seeds, on --images training images.")] = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
-                                       "draws (seeds) per K.")] = 3,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="--bf16-accuracy: epochs per run; "
-                                                  "--transfer: every arm's epochs (at least 2).",
-                                                  show_default="12")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing rounds (the best is kept; --bf16: "
-                                         "the median of these, after a warm-up round).")] = 3,
+    transfer: B_TRANSFER = False,
+    budget: B_BUDGET = None,
+    keep: B_KEEP = None,
+    bf16: B_BF16 = False,
+    bf16_accuracy: B_BF16_ACCURACY = False,
+    seeds: B_SEEDS = 3,
+    epochs: B_EPOCHS = None,
+    repeats: B_REPEATS = 3,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time training with torch.compile.")] = False,
     device: DEVICE[0] = "auto",
-    source_data: Annotated[Optional[Path], typer.Option(
-        "--source-data", help="--transfer: the many-class dataset the source model is trained on (train/<class>/, "
-        "val/<class>/).", show_default="../shared/data/tiny-imagenet-200-64")] = None,
-    parts: Annotated[str, typer.Option("--parts", help="--transfer: what to run, of source (only build or find the "
-                                       "cached source), arms (K images per class) and main-job (train both ways "
-                                       "under --minutes); parts not run keep their results in --json.")] = "arms,main-job",
-    ks: Annotated[str, typer.Option("--ks", help="--transfer: training images per class of the arms ('all': "
-                                    "every one, one seed).")] = "10,25,100,all",
-    source_epochs: Annotated[Optional[int], typer.Option("--source-epochs", min=1, help="--transfer: the source's "
-                                                         "epochs (another recipe: another cached source).",
-                                                         show_default="the recipe's")] = None,
+    source_data: B_SOURCE_DATA = None,
+    parts: B_PARTS = "arms,main-job",
+    ks: B_KS = "10,25,100,all",
+    source_epochs: B_SOURCE_EPOCHS = None,
     minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
-    body_layers: Annotated[Optional[list[int]], typer.Option("--body-layers", min=1, max=5, help="--transfer: also "
-                                                             "an arm fine-tuning only the source's first N "
-                                                             "convolutions (repeatable).")] = None,
+    body_layers: B_BODY_LAYERS = None,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
