@@ -18,9 +18,9 @@ def precheck(out=None, resume=None, weights: str | None = None, data=None, expor
     --weights and --data exist and look right (in any accepted layout); the exports a finished run
     would write are free."""
     if resume:
-        load_config(resume)  # its settings are checked as they are read
+        _, meta = load_config(resume)  # its settings are checked as they are read
         _checkpoint_loads(Path(resume))
-        if export:
+        if export or meta.get("finish", {}).get("export"):  # asked now, or when the run began (train)
             from ..shipping.export import export_targets
 
             export_targets(Path(resume))

@@ -92,7 +92,7 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
         _truncate_logs(s.run, start_epoch)
-        finish = finish or _saved_finish(s.run)
+        finish = _saved_finish(s.run, _changed(finish))  # as first asked, plus what this command turns on
         if ckpt is not None:  # the checkpoint replaces the first weights: no hub cache or download needed
             weights = Weights("none", reason="resumed: the weights come from the checkpoint")
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
@@ -168,11 +168,20 @@ def _checkpoint(run: Path) -> tuple[dict | None, int]:
     return ckpt, ckpt["epoch"] + 1
 
 
-def _saved_finish(run: Path) -> Finish:
+def _saved_finish(run: Path, changes: dict | None = None) -> Finish:
     from ..core.rundir import load_config
 
     _, meta = load_config(run)
-    return Finish(**{k: v for k, v in meta.get("finish", {}).items() if k in Finish.__dataclass_fields__})
+    saved = {k: v for k, v in meta.get("finish", {}).items() if k in Finish.__dataclass_fields__}
+    return Finish(**{**saved, **(changes or {})})
+
+
+def _changed(finish: Finish | None) -> dict:
+    """What a resume command asks beyond the defaults (`--tta`, `--export`, `--no-evaluate`): the
+    resume command's own defaults must not undo what the run was started with."""
+    if finish is None:
+        return {}
+    return {k: v for k, v in asdict(finish).items() if v != getattr(Finish, k)}
 
 
 def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:

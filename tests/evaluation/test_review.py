@@ -191,7 +191,7 @@ def _screen_text(app) -> tuple[str, list[str]]:
 
     ol = app.query_one("#classes", OptionList)
     details = app.query_one("#details", Static).visual.plain
-    return details, [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+    return details, [ol.render_line(y).text.rstrip() for y in range(ol.option_count)]  # as drawn on screen
 
 
 def test_markup_in_class_names_and_paths_is_shown_as_typed(tmp_path):
@@ -209,6 +209,7 @@ def test_markup_in_class_names_and_paths_is_shown_as_typed(tmp_path):
         app = make_app(run, [entry], graphics="unicode")
         async with app.run_test(size=(140, 45)) as pilot:
             await pilot.press("r")
+            await pilot.pause()
             return _screen_text(app)
 
     details, options = asyncio.run(drive())

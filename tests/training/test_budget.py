@@ -128,6 +128,7 @@ def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
     ckpt = torch.load(run / "models" / "last.pth", weights_only=True)
     ckpt["epoch"] = epochs - 2
     torch.save(ckpt, run / "models" / "last.pth")
+    shutil.rmtree(run / "export")  # a run killed before its end has not exported; resumed, it will
     shutil.copytree(run, tmp_path / "twin")
     lrs = []
     for r_dir in (run, tmp_path / "twin"):

@@ -317,16 +317,22 @@ def test_resume_refuses_other_classes_or_changed_files_and_needs_no_hub_for_imag
     assert_one_line_error(run_cli("fit-one-cycle", "--resume", run), 3, "classes in", "not the ones")
 
 
-def test_a_resumed_train_run_finishes_as_train_does(tiny_data, tmp_path):
+def test_a_resumed_train_run_finishes_as_train_does(small_data, tmp_path):
     """Claim confirmed: `train` interrupted printed `fit-one-cycle --resume RUN`, which then did not
-    export (export and TTA were flags of the command, not of the run). The run now keeps them."""
+    export (export and TTA were flags of the command, not of the run). A real `train` is killed after
+    its first checkpoint; the printed resume command then evaluates and exports, as train would."""
     run = tmp_path / "run"
-    run_cli("train", "--data", tiny_data, "--epochs", 1, "--out", run, check=True)
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["finish"] == {"evaluate": True, "tta": False, "export": True, "figures": True}
-    from app.training.train import _saved_finish
-
-    assert _saved_finish(run).export is True
+    proc = subprocess.Popen([sys.executable, "-m", "app", "train", "--data", str(small_data), "--epochs", "6",
+                             "--size", "64", "--bs", "16", "--out", str(run)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(run / "models" / "last.pth", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "config.json").read_text())["finish"]["export"] is True
+    assert torch.load(run / "models" / "last.pth", weights_only=True)["epoch"] < 5 and not (run / "export").exists()
+    run_cli("fit-one-cycle", "--resume", run, check=True)
+    assert (run / "export" / "run.pkl").is_file() and (run / "export" / "run" / "model.json").is_file()
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
 
 
 @pytest.mark.parametrize("device, preset, minutes", [("cpu", "cpu-quick", 15.0), ("auto", "gpu-fast", 0.0)])
