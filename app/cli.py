@@ -365,6 +365,9 @@ def predict(
 
 
 # bench's options that take more than a line (the command itself stays one screen)
+B_SCRATCH_RUN = Annotated[Optional[Path], typer.Option("--scratch-run", help="--transfer main-job: take the "
+                                                       "from-scratch arm from this finished `train --weights none "
+                                                       "--time MINUTES` run of this host instead of training it again.")]
 B_IMAGES = Annotated[Optional[int], typer.Option("--images", min=1, help="Training images to time on (a "
                                                   "class-balanced subset).", show_default="1280; 2000 for "
                                                   "--bf16-accuracy")]
@@ -429,12 +432,14 @@ def bench(
     source_epochs: B_SOURCE_EPOCHS = None,
     minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
     body_layers: B_BODY_LAYERS = None,
+    scratch_run: B_SCRATCH_RUN = None,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
 
     opts = dict(source_data=source_data, parts=tuple(parts.split(",")), ks=ks, seeds=seeds, epochs=epochs,
-                source_epochs=source_epochs, minutes=minutes, body_layers=tuple(body_layers or ()))
+                source_epochs=source_epochs, minutes=minutes, body_layers=tuple(body_layers or ()),
+                scratch_run=scratch_run)
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
         bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)

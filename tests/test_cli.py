@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import ROOT, assert_one_line_error, run_cli
 
 COMMANDS = ["data", "lr-find", "fine-tune", "fit-one-cycle", "train", "evaluate", "report", "compare",
             "review", "export", "predict", "bench"]
@@ -335,3 +335,39 @@ def test_precision_is_recorded_with_the_cpus_bf16_and_a_bad_one_is_one_line(tiny
     assert meta["precision_requested"] == "auto" and meta["config"]["precision"] == "fp32"  # auto on a CPU, for now
     assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--precision", "half", "--epochs", 1), 2,
                           "--precision", "half")
+
+
+def test_a_relative_data_path_is_stored_resolved_and_works_from_another_folder(tiny_data, tmp_path):
+    """Claim confirmed (issue 23): `--data` was stored as typed, so `evaluate`, `export` and the rest
+    broke when run from another folder. Trained with a relative --data from one folder, the run is
+    evaluated and exported from another."""
+    import json
+    import os
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    rel = os.path.relpath(tiny_data, here)
+    run = tmp_path / "run"
+    env = {"PYTHONPATH": str(ROOT)}
+    run_cli("fit-one-cycle", "--data", rel, "--epochs", 1, "--size", 64, "--bs", 8, "--out", run, "--no-evaluate",
+            cwd=here, env=env, check=True)
+    assert json.loads((run / "config.json").read_text())["config"]["data"] == str(Path(tiny_data).resolve())
+    run_cli("evaluate", run, cwd=elsewhere, env=env, check=True)
+    run_cli("export", run, cwd=elsewhere, env=env, check=True)
+    assert json.loads((run / "metrics.json").read_text())["n"] == 16 and (run / "export" / "run" / "model.json").is_file()
+
+
+def test_body_layers_from_the_cli_fine_tunes_a_bundle_with_the_first_convolutions_only(fitted, tiny_data, tmp_path):
+    """`fine-tune --weights BUNDLE --body-layers 2`, typed as a user types it (the option was never
+    run through the CLI): the run says which layers it kept and records the setting. Which weights
+    each convolution starts from is test_body_layers_keeps_only_the_first_convolutions."""
+    import json
+
+    src, _ = fitted
+    run_cli("export", src, "--to", tmp_path / "src.pkl", check=True)  # the shared run stays as it was
+    bundle = tmp_path / "src"
+    run = tmp_path / "ft"
+    p = run_cli("fine-tune", "--data", tiny_data, "--weights", bundle, "--body-layers", 2, "--epochs", 1,
+                "--freeze-epochs", 1, "--size", 64, "--bs", 8, "--out", run, "--no-evaluate", check=True)
+    assert json.loads((run / "config.json").read_text())["config"]["body_layers"] == 2
+    assert "the first 2 convolution(s) kept, the other 3 re-initialised" in p.stdout, p.stdout

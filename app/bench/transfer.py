@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.config import TrainConfig
-from ..core.errors import DataError, UsageError
+from ..core.errors import DataError, RunError, UsageError
 from ..core.files import read_json, write_json
 from ..core.paths import SHARED_SOURCE_DATA, cache_root
 from .timing import command_line
@@ -71,7 +71,7 @@ REACH = 0.75  # the main job's accuracy milestone: when each arm first reached i
 
 def run_transfer(data=None, source_data=None, log=print, device: str = "auto", parts=PARTS, ks=KS, seeds: int = 3,
                  epochs: int | None = None, source_epochs: int | None = None, minutes: float = 15.0,
-                 body_layers=(), json_path: Path | None = None) -> dict:
+                 body_layers=(), json_path: Path | None = None, scratch_run: Path | None = None) -> dict:
     """The parts asked for, with the source they need; merged into `json_path`'s earlier results
     (a part not run this time keeps them), the figure drawn beside it."""
     from ..core.device import pick_device
@@ -93,7 +93,8 @@ def run_transfer(data=None, source_data=None, log=print, device: str = "auto", p
             if "arms" in parts:
                 res["arms"] = run_arms(target, res["source"], ks, seeds, epochs, _arms(body_layers), device, tmp, log)
             if "main-job" in parts:
-                res["main_job"] = run_main_job(target, res["source"], minutes, device, tmp, log)
+                res["main_job"] = run_main_job(target, res["source"], minutes, device, tmp, log,
+                                               scratch_run=scratch_run)
     except BaseException:  # a failed or interrupted part: what finished before it is kept
         if json_path:
             write_json(json_path, {**merged(json_path, res), "incomplete": True})
@@ -212,6 +213,7 @@ def build_source(ds, cfg: TrainConfig, key: str, folder: Path) -> dict:
     """Trains and exports the source in a folder beside the cache's, renamed into place only when
     complete (a killed build leaves no half-made source)."""
     work = folder.parent / f".building-{key}-{os.getpid()}"
+    _sweep_dead_builds(folder.parent)
     shutil.rmtree(work, ignore_errors=True)
     t = time.time()
     try:
@@ -232,6 +234,16 @@ def build_source(ds, cfg: TrainConfig, key: str, folder: Path) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**info, "bundle": str(folder / "bundle")}
+
+
+def _sweep_dead_builds(parent: Path) -> None:
+    """Builds killed before they finished (.building-KEY-PID of a process that no longer runs): removed."""
+    import psutil
+
+    for d in parent.glob(".building-*-*"):
+        pid = d.name.rpartition("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # ---- one training run, read back from its files -----------------------------------------------------------
@@ -375,15 +387,20 @@ def summarise(runs: list[dict], ks, arms) -> list[dict]:
 
 # ---- the main job both ways --------------------------------------------------------------------------------
 
-def run_main_job(target: Path, source: dict, minutes: float, device: str, tmp: Path, log, reach: float = REACH) -> dict:
+def run_main_job(target: Path, source: dict, minutes: float, device: str, tmp: Path, log, reach: float = REACH,
+                 scratch_run: Path | None = None) -> dict:
     """`train --weights none` and `train --weights SOURCE`, the same --time, each a new process with
-    a cold cache; accuracy, epochs, wall time and when each first reached `reach`."""
+    a cold cache; accuracy, epochs, wall time and when each first reached `reach`. `scratch_run`: a
+    finished `train --weights none` run of this host, data and budget, taken as the first arm."""
     from .budget import user_run
 
     t, out = time.time(), {"source_key": source["key"], "minutes": minutes, "reach": reach}
     for arm, args in MAIN_JOB.items():
         run = tmp / f"main-{arm}"
-        r = user_run([a.format(source=source["bundle"]) for a in args], target, minutes, run, device)
+        if arm == "scratch" and scratch_run:
+            run, r = Path(scratch_run), finished_scratch(Path(scratch_run), target, minutes)
+        else:
+            r = user_run([a.format(source=source["bundle"]) for a in args], target, minutes, run, device)
         out[arm] = {**r, **reached(run, reach)}
         when = out[arm]["time_to_reach_s"]
         log(f"  main job, {arm}: {r['accuracy'] * 100:.2f} % in {r['wall_s']:.0f} s ({out[arm]['epochs_trained']} epochs, "
@@ -393,6 +410,29 @@ def run_main_job(target: Path, source: dict, minutes: float, device: str, tmp: P
     out["fine_tune_sooner_by_s"] = round(a - b, 1) if a is not None and b is not None else None
     out["seconds"] = round(time.time() - t, 1)
     return out
+
+
+def finished_scratch(run: Path, target: Path, minutes: float) -> dict:
+    """A finished `train --weights none --time MINUTES` run on `target`, read as user_run reports one
+    (its wall time: the run's own wall_seconds); UsageError when it is not that run."""
+    from .budget import outputs
+
+    try:
+        meta, m = read_json(run / "config.json"), read_json(run / "metrics.json")
+    except (OSError, ValueError, RunError) as e:
+        raise UsageError(f"--scratch-run {run}: not a finished run ({e})") from None
+    cfg = meta.get("config", {})
+    same = (meta.get("status") == "finished" and meta.get("weights_used") == "none" and cfg.get("time") == minutes
+            and Path(cfg.get("data", "")).resolve() == Path(target).resolve())
+    if not same:
+        raise UsageError(f"--scratch-run {run}: not a finished `train --weights none --time {minutes:g}` run on {target}")
+    plan = meta.get("plan", {})
+    return {"command": "reused: " + str(run), "reused_from": str(run), "accuracy": m["accuracy"],
+            "f1_macro": m["f1_macro"], "n_val": m["n"], "wall_s": meta.get("wall_seconds"), "budget_s": minutes * 60,
+            "over_budget": (meta.get("wall_seconds") or 0) > minutes * 60, "epochs": cfg.get("epochs"),
+            "size": cfg.get("size"), "preset": cfg.get("preset"), "plan": plan.get("summary"),
+            "predicted_s": plan.get("predicted_s"), "fit_s": meta.get("fit_seconds"), "precision": meta.get("precision"),
+            "outputs": outputs(run)}
 
 
 def reached(run: Path, reach: float) -> dict:

@@ -124,3 +124,51 @@ def test_without_a_source_dataset_it_stops_in_one_line(tmp_path, monkeypatch):
         transfer.source_dataset(None)
     p = run_cli("bench", "--transfer", "--ks", "10,ten", timeout=60)
     assert_one_line_error(p, 2, "--ks")
+
+
+def test_a_scratch_run_is_reused_only_when_it_is_that_run(tmp_path):
+    """--scratch-run: a finished `train --weights none --time M` run on the target is read as the
+    main job's first arm; any other run (another budget, other weights, unfinished, another dataset,
+    no metrics) is one UsageError naming it."""
+    import json
+
+    import pytest
+
+    from app.core.errors import UsageError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    meta = {"status": "finished", "weights_used": "none", "wall_seconds": 880.2, "fit_seconds": 846.6,
+            "config": {"time": 15.0, "data": str(data), "epochs": 38, "size": 128, "preset": "cpu-quick"},
+            "plan": {"summary": "s", "predicted_s": 888.0}}
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.8217, "f1_macro": 0.8216, "n": 3925}))
+    for bad in ({"status": "running"}, {"weights_used": "imagenet"}, {"config": {**meta["config"], "time": 10.0}},
+                {"config": {**meta["config"], "data": str(tmp_path)}}):
+        (run / "config.json").write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(UsageError, match="--scratch-run"):
+            transfer.finished_scratch(run, data, 15.0)
+    (run / "config.json").write_text(json.dumps(meta))
+    r = transfer.finished_scratch(run, data, 15.0)
+    assert r["accuracy"] == 0.8217 and r["wall_s"] == 880.2 and r["epochs"] == 38 and not r["over_budget"]
+    assert r["reused_from"] == str(run)
+    (run / "metrics.json").unlink()
+    with pytest.raises(UsageError, match="not a finished run"):
+        transfer.finished_scratch(run, data, 15.0)
+
+
+def test_a_build_killed_outright_is_swept_by_the_next_one(source_data, tmp_path):
+    """SIGKILL runs no `finally`: the killed build's folder (.building-KEY-PID, a dead PID) stays
+    until the next build removes it; a live process's folder is left alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".building-abc-{int(dead.stdout)}" / "run" / "source"
+    live = tmp_path / f".building-abc-{os.getpid()}"
+    stale.mkdir(parents=True)
+    live.mkdir()
+    got = transfer.source_model(source_data, TINY, "cpu", log=lambda *_: None, home=tmp_path)
+    assert not stale.parent.parent.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, got["key"]])
