@@ -271,7 +271,7 @@ def test_fine_tune_resumed_at_the_phase_boundary_matches_an_uninterrupted_run(sm
             assert abs(float(ra["valid_loss"]) - float(rb["valid_loss"])) < 1e-4, (ra, rb)
 
 
-def test_the_best_score_carries_across_phases_resumed_or_not(monkeypatch):
+def test_the_best_score_carries_across_phases_resumed_or_not(monkeypatch, tmp_path):
     """Claim confirmed by reading _fit: the unfrozen phase's Checkpoint started with best=None in an
     uninterrupted run (best.pth reset at the phase change) but with the checkpoint's best when
     resumed. Now both hand the first phase's best to the second."""
@@ -286,7 +286,7 @@ def test_the_best_score_carries_across_phases_resumed_or_not(monkeypatch):
         return {"frozen": 0.9, "unfrozen": 0.95}[ph["name"]] if best is None or best < 0.9 else best
 
     monkeypatch.setattr(train_mod, "_fit_phase", fake_phase)
-    s = SimpleNamespace(cfg=TrainConfig(command="fine-tune", freeze_epochs=1, epochs=2), run=None)
+    s = SimpleNamespace(cfg=TrainConfig(command="fine-tune", freeze_epochs=1, epochs=2), run=tmp_path)
     train_mod._fit(None, s, 0, None)
     assert got == [("frozen", None), ("unfrozen", 0.9)]
     got.clear()
@@ -323,7 +323,7 @@ def test_a_resumed_train_run_finishes_as_train_does(small_data, tmp_path):
     its first checkpoint; the printed resume command then evaluates and exports, as train would."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "app", "train", "--data", str(small_data), "--epochs", "6",
-                             "--size", "64", "--bs", "16", "--out", str(run)], cwd=ROOT,
+                             "--out", str(run)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(run / "models" / "last.pth", proc)
     proc.send_signal(signal.SIGKILL)
