@@ -15,7 +15,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -98,7 +97,11 @@ VALID_PCT = _opt("--valid-pct", "Validation share where the layout gives no spli
                  "copied).", typ=Optional[float], min=0.01, max=0.9, show_default="0.2")
 SPLIT_SEED = _opt("--split-seed", "Seed of that draw (the same files every time).", typ=Optional[int],
                   show_default="42")
-DATASET = {"data": DATA, "labels": LABELS, "valid_pct": VALID_PCT, "split_seed": SPLIT_SEED}  # how a dataset is read
+LAYOUT = _opt("--layout", "How the folders are read: auto (train/, val/, test/ in any case and their usual aliases "
+              "are splits), split-folders, or class-folders (every folder is a class, even one named train or test).",
+              "auto", typ=str)
+DATASET = {"data": DATA, "labels": LABELS, "valid_pct": VALID_PCT, "split_seed": SPLIT_SEED,
+           "layout": LAYOUT}  # how a dataset is read
 BALANCE = _opt("--balance", "Imbalanced classes: none, weights (class weights in the loss) or sampler (fastai's "
                "weighted DataLoader).", typ=Optional[Balance], show_default="none")
 RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop (centre), squish, or pad (black "
@@ -181,7 +184,8 @@ def _values(flags: dict) -> dict:
 
 def _dataset_args(flags: dict) -> dict:
     return {"labels": flags.get("labels"), "valid_pct": flags.get("valid_pct") or 0.2,
-            "split_seed": 42 if flags.get("split_seed") is None else flags["split_seed"]}
+            "split_seed": 42 if flags.get("split_seed") is None else flags["split_seed"],
+            "layout": flags.get("layout") or "auto"}
 
 
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
@@ -208,12 +212,13 @@ def data(
     labels: LABELS[0] = None,
     valid_pct: VALID_PCT[0] = None,
     split_seed: SPLIT_SEED[0] = None,
+    layout: LAYOUT[0] = "auto",
 ):
     """What is in a dataset: its layout, classes (folder + human name), counts per split, the imbalance,
     folders ignored, files that cannot be used."""
     from .data.describe import describe
 
-    args = _dataset_args({"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed})
+    args = _dataset_args({"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed, "layout": layout})
     with _progress() as progress:
         describe(root, console, verify=verify, progress=progress, **args)
 
@@ -267,12 +272,18 @@ def train_cmd(weights, out, preset, tta, **flags):
                   f"figures: {run / 'figures'}  report: {run / 'report.html'}")
 
 
+MOVED_DATA = Annotated[Optional[Path], typer.Option("--data", help="The run's dataset, if it moved since training.")]
+MOVED_LABELS = Annotated[Optional[Path], typer.Option("--labels", help="The run's labels CSV, if it moved (a CSV "
+                                                      "inside the dataset moves with --data).")]
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score with test-time augmentation.")] = False,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
-    data: Annotated[Optional[Path], typer.Option("--data", help="The dataset, if it moved since training.")] = None,
+    data: MOVED_DATA = None,
+    labels: MOVED_LABELS = None,
     split: Annotated[Split, typer.Option("--split", help="val, or test: the layout's test/ split (never used to "
                                          "choose a model), written beside the validation results.")] = Split.val,
 ):
@@ -281,7 +292,7 @@ def evaluate(
 
     with _progress() as progress:
         evaluate_run(run, tta=tta, which=which.value, data=str(data) if data else None, console=console,
-                     progress=progress, split=split.value)
+                     progress=progress, split=split.value, labels=str(labels) if labels else None)
     suffix = "" if split == Split.val else f"_{split.value}"
     console.print(f"metrics: {run / f'metrics{suffix}.json'}  figures: {run / 'figures'}  report: {run / 'report.html'}")
 
@@ -315,6 +326,8 @@ def review(
     undo: Annotated[bool, typer.Option("--undo", help="Put back what the last --apply moved.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before moving files.")] = False,
     graphics: Annotated[str, typer.Option("--graphics", help="auto, kitty, sixel, halfcell or unicode.")] = "auto",
+    data: MOVED_DATA = None,
+    labels: MOVED_LABELS = None,
 ):
     """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go."""
     if apply and undo:
@@ -322,12 +335,13 @@ def review(
     from .data.edits import apply_decisions, undo_apply
     from .evaluation.review import run_tui
 
+    moved = {"data": data, "labels": labels}
     if apply:
-        apply_decisions(run, console, assume_yes=yes)
+        apply_decisions(run, console, assume_yes=yes, **moved)
     elif undo:
-        undo_apply(run, console, assume_yes=yes)
+        undo_apply(run, console, assume_yes=yes, **moved)
     else:
-        run_tui(run, include_train=train_set, graphics=graphics)
+        run_tui(run, include_train=train_set, graphics=graphics, **moved)
 
 
 @app.command()
@@ -452,14 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*Consider using tensor\.detach\(\) first")
     cmd = typer.main.get_command(app)
+    usage_error = _click_errors()
     prog = Path(sys.argv[0]).name if not sys.argv[0].endswith(("__main__.py", "-c")) else "python -m app"
     try:
         rc = cmd.main(args=argv, prog_name=prog, standalone_mode=False)
         return rc if isinstance(rc, int) else errors.OK
-    except click.exceptions.ClickException as e:
+    except usage_error as e:
         e.show(file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         return errors.INTERRUPTED
     except AppError as e:
@@ -478,6 +493,16 @@ def main(argv: list[str] | None = None) -> int:
         return errors.RUN
     except Exception as e:  # a bug: still one line unless asked for the traceback
         return _internal(e)
+
+
+def _click_errors():
+    """The exceptions of the click that typer runs: typer 0.29 carries its own copy (typer._click), whose
+    usage errors are not the installed click's (they were reported as internal errors)."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+    return ClickException
 
 
 # A full disk, a read-only file system, no permission: the machine's state, not a bug (exit 5).

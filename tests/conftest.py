@@ -87,6 +87,34 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
     return p
 
 
+def cli(*args, cwd=None, input=None, check=False):
+    """`python -m app ARGS` in this process (no interpreter start, no torch import per call): what a
+    user sees (stdout, stderr, exit code) as a CompletedProcess. Use run_cli where the process itself
+    is what is tested (signals, a fresh interpreter, imports)."""
+    import contextlib
+    import io
+
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    stdin = sys.stdin
+    try:
+        if cwd:
+            os.chdir(cwd)
+        if input is not None:
+            sys.stdin = io.StringIO(input)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main([str(a) for a in args])
+    finally:
+        os.chdir(old)
+        sys.stdin = stdin
+    p = subprocess.CompletedProcess(["python", "-m", "app", *map(str, args)], rc, out.getvalue(), err.getvalue())
+    if check and rc != 0:
+        raise AssertionError(f"exit {rc}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
+    return p
+
+
 KILL_AT = """
 import os, signal, sys
 from app.cli import main

@@ -371,3 +371,29 @@ def test_body_layers_from_the_cli_fine_tunes_a_bundle_with_the_first_convolution
                 "--freeze-epochs", 1, "--size", 64, "--bs", 8, "--out", run, "--no-evaluate", check=True)
     assert json.loads((run / "config.json").read_text())["config"]["body_layers"] == 2
     assert "the first 2 convolution(s) kept, the other 3 re-initialised" in p.stdout, p.stdout
+
+
+def test_every_path_a_run_writes_is_absolute_after_a_relative_data(tiny_data, tmp_path):
+    """Claim 8 (issue 28): `train --data ./d` (which scans the data itself to fit the size) wrote
+    `d/val/...` into top_losses.csv, so review from another folder found nothing and --apply refused
+    every decision as outside the root."""
+    import csv
+    import shutil
+
+    from .conftest import cli
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(tiny_data, here / "d")
+    run = tmp_path / "run"
+    cli("train", "--preset", "fastai-default", "--data", "./d", "--epochs", 1, "--out", run, cwd=here, check=True)
+    with open(run / "top_losses.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
+    victim = Path(rows[0]["path"])
+    (run / "decisions.csv").write_text("path,decision,new_class,actual,predicted,loss,time\n"
+                                       f"{victim},remove,,a,b,1.0,t\n", encoding="utf-8")
+    p = cli("review", run, "--apply", "--yes", cwd=elsewhere, check=True)
+    assert "moved 1 file(s)" in p.stdout and not victim.exists()
+    cli("review", run, "--undo", "--yes", cwd=elsewhere, check=True)
+    assert victim.is_file()

@@ -119,8 +119,8 @@ def user_run(args: list[str], data: Path, minutes: float, out: Path, device: str
     wall = time.time() - t
     if p.returncode:
         raise RuntimeError(f"{' '.join(args)} failed: {p.stderr.strip().splitlines()[-1:]}")
-    meta = json.loads((out / "config.json").read_text())
-    m = json.loads((out / "metrics.json").read_text())
+    meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     plan = meta.get("plan", {})
     return {"command": "python -m app " + " ".join(cmd[3:]), "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
             "n_val": m["n"], "wall_s": round(wall, 1), "budget_s": minutes * 60, "over_budget": wall > minutes * 60,

@@ -138,8 +138,8 @@ def _stop(proc) -> float | None:
 
 
 def _result(out: Path, cmd: list, wall: float, minutes: float, load_from, stdout: str) -> dict:
-    meta = json.loads((out / "config.json").read_text())
-    m = json.loads((out / "metrics.json").read_text())
+    meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     budget = minutes * 60
     kept, plan = meta.get("time_keeper", {}), meta.get("plan", {})
     return {"command": "python -m app " + " ".join(cmd[3:]), "wall_s": round(wall, 1), "budget_s": budget,

@@ -201,7 +201,7 @@ def source_model(root: Path, recipe: dict, device: str = "auto", log=print, home
 def cached_source(folder: Path, key: str) -> dict | None:
     """A complete cached source (its record and its bundle), else None."""
     try:
-        info = json.loads((folder / "source.json").read_text())
+        info = json.loads((folder / "source.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if info.get("key") != key or not (folder / "bundle" / "model.json").is_file():
@@ -265,7 +265,7 @@ def _train(cfg: TrainConfig, out: Path, weights: str, export: bool = False, ds=N
     run = train(cfg, out=str(out), weights=resolve_weights(weights), finish=Finish(figures=False, export=export),
                 console=_quiet(), ds=ds)
     m, meta, hist = read_json(run / "metrics.json"), read_json(run / "config.json"), history(run)
-    with open(run / "batches.csv", newline="") as f:
+    with open(run / "batches.csv", newline="", encoding="utf-8") as f:
         samples = int(list(csv.DictReader(f))[-1]["samples"])
     return {"accuracy": m["accuracy"], "n_val": m["n"], "lr": meta["config"]["lr"], "seconds": round(time.time() - t, 1),
             "fit_s": meta["fit_seconds"], "epochs": len(hist), "frozen_epochs": sum(r["phase"] == "frozen" for r in hist),
@@ -275,7 +275,7 @@ def _train(cfg: TrainConfig, out: Path, weights: str, export: bool = False, ds=N
 
 
 def history(run: Path) -> list[dict]:
-    with open(Path(run) / "history.csv", newline="") as f:
+    with open(Path(run) / "history.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -457,7 +457,7 @@ def merged(json_path: Path | None, res: dict) -> dict:
     if not json_path or not Path(json_path).is_file():
         return res
     try:
-        old = json.loads(Path(json_path).read_text())
+        old = json.loads(Path(json_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return res
     if old.get("bench") != "transfer":

@@ -22,9 +22,13 @@ class TrainConfig:
     command: str = "fit-one-cycle"  # fit-one-cycle | fine-tune | lr-find
     preset: str = "none"
     data: str = ""
-    labels: str = ""  # --labels FILE.csv (fname,label[,is_valid]); "" = the folders say the classes
-    valid_pct: float = 0.2  # the validation share where the layout gives no split (drawn per class)
+    # --labels FILE.csv (fname,label[,is_valid]); "" = the folders say the classes. A run stores it
+    # relative to `data` when it lies inside it, so the dataset can move with its CSV.
+    labels: str = ""
+    layout: str = "auto"  # --layout: auto | split-folders | class-folders (how the folders are read)
+    valid_pct: float = 0.2  # the validation share where the layout gives no split (drawn file by file)
     split_seed: int = 42  # the seed of that draw (fixed: every command draws the same files)
+    split_rule: int = 2  # how the split is drawn (data/layout.py SPLIT_RULE); runs before it: 1
     balance: str = "none"  # none | weights (class weights in the loss) | sampler (fastai's weighted DataLoader)
     resize: str = "crop"  # crop | squish | pad: fastai's ResizeMethod, the same in training, evaluation and export
     weights: str = "none"  # none | imagenet | PATH (.pth state dict or bundle directory)
@@ -95,6 +99,7 @@ class TrainConfig:
             d.setdefault("head_dropout", d.pop("ps"))
         if "loader" in d:
             d["loader"] = LOADERS.get(d["loader"], d["loader"])
+        d.setdefault("split_rule", 1)  # a run written before the split rule was recorded drew with rule 1
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in d.items() if k in types}
         for k, v in kept.items():

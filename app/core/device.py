@@ -128,7 +128,7 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     from pathlib import Path
 
     try:
-        text = Path(path).read_text(errors="replace")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return set()
     out = set()

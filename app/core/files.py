@@ -109,7 +109,7 @@ def write_json(path: Path, obj) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path} not found") from None
     except (OSError, ValueError) as e:

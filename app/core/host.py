@@ -29,7 +29,7 @@ def _linux_peak() -> int | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):

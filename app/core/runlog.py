@@ -15,7 +15,7 @@ def run_logger(run: Path | None, console=None):
     log.setLevel(logging.INFO)
     log.propagate = False
     if run is not None and is_rank0() and not log.handlers:
-        h = logging.FileHandler(Path(run) / "train.log")
+        h = logging.FileHandler(Path(run) / "train.log", encoding="utf-8")
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(h)
 

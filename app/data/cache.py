@@ -188,7 +188,7 @@ def _square_resized(im, sizes: tuple[int, ...]) -> list[bytes]:
 
 def _open_if_current(d: Path, rows: list[list], size: int) -> Cache | None:
     try:
-        m = json.loads((d / "manifest.json").read_text())
+        m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if m.get("version") != VERSION or m.get("size") != size or m.get("sources") != rows:
@@ -335,7 +335,7 @@ def _swap_in(ds, size: int, rows, kept: list[int], skipped, tmp: Path, final: Pa
         "sources": rows, "rows": [rows[i] for i in kept], "skipped": skipped,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     old = final.with_name(final.name + f".old{os.getpid()}")
     if final.exists():
         os.replace(final, old)

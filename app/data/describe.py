@@ -11,10 +11,10 @@ from .scan import IMBALANCE_WARN, Dataset, scan
 from .skipped import print_skipped
 
 
-def describe(root: str | Path, console, verify: bool = True, progress=None, labels=None, valid_pct: float = 0.2,
-             split_seed: int = 42) -> Dataset:
-    """Classes (key + human name), counts per split, image modes, every file skipped and why."""
-    ds = scan(Path(root), verify=verify, progress=progress, labels=labels, valid_pct=valid_pct, split_seed=split_seed)
+def describe(root: str | Path, console, verify: bool = True, progress=None, **reading) -> Dataset:
+    """Classes (key + human name), counts per split, image modes, every file skipped and why
+    (`reading`: scan()'s labels, valid_pct, split_seed, layout)."""
+    ds = scan(Path(root), verify=verify, progress=progress, **reading)
     plain = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
     plain(ds.layout.summary())
     console.print(_table(ds))

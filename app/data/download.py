@@ -15,11 +15,12 @@ IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz
 
 
 def resolve_data(data: str | Path | None, progress=None) -> Path:
-    """--data, else the shared copy beside the checkout, else a real download (offline: one line)."""
+    """--data, else the shared copy beside the checkout, else a real download (offline: one line);
+    always absolute, since every path a run stores must work from any folder."""
     if data:
-        return Path(data).expanduser()
+        return Path(data).expanduser().resolve()
     if SHARED_DATA.is_dir():
-        return SHARED_DATA
+        return SHARED_DATA.resolve()
     return download_imagenette(progress=progress)
 
 

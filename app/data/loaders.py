@@ -83,7 +83,7 @@ def take_skipped_at_load(dls) -> list[tuple[str, str]]:
     if so is None:
         return []
     out = so.read()
-    Path(so.log).write_text("")
+    Path(so.log).write_text("", encoding="utf-8")
     return out
 
 

@@ -22,7 +22,7 @@ from ..core.files import write_text
 from ..core.paths import dataset_cache_dir
 from .classes import class_names
 from .images import BadImage, is_image_name, open_rgb
-from .layout import SPLITS, Layout, assign_splits, detect, files, is_ignored
+from .layout import SPLIT_RULE, SPLITS, Layout, assign_splits, detect, files, is_ignored, reading_of
 
 IMBALANCE_WARN = 5.0
 FINGERPRINT_VERSION = 2  # 2: the split is hashed with each file (a drawn split can change it)  # largest / smallest training class above this: a warning
@@ -167,7 +167,7 @@ class _Verdicts:
     def __init__(self, root: Path):
         self.file = dataset_cache_dir(root) / "verdicts.json"
         try:
-            self.data = json.loads(self.file.read_text())
+            self.data = json.loads(self.file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.data = {}
 
@@ -188,11 +188,11 @@ class _Verdicts:
 
 
 def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None, labels=None,
-         valid_pct: float = 0.2, split_seed: int = 42) -> Dataset:
+         valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", split_rule: int = SPLIT_RULE) -> Dataset:
     """List and check a dataset in any accepted layout. `verify` decodes every image (remembered
-    between runs)."""
-    root = Path(root)
-    lay = detect(root, labels, valid_pct, split_seed)
+    between runs). Its paths are absolute (resolved), so what a run stores works from any folder."""
+    root = Path(root).expanduser().resolve()
+    lay = detect(root, labels, valid_pct, split_seed, layout, split_rule)
     skipped: list[tuple[str, str]] = []
     found = assign_splits(lay, files(lay, lambda d, sk: walk_images(d, sk, lay.ignored), skipped))
     verdicts = _verdicts(root, [p for p, _, _ in found], verify, progress, workers)
@@ -211,7 +211,7 @@ def scan(root: str | Path, verify: bool = True, progress=None, workers: int | No
 
 def scan_for(cfg, **kw) -> Dataset:
     """scan() of a run's data as its settings read it (layout options included)."""
-    return scan(cfg.data, labels=cfg.labels or None, valid_pct=cfg.valid_pct, split_seed=cfg.split_seed, **kw)
+    return scan(cfg.data, **reading_of(cfg), **kw)
 
 
 def _dataset(lay: Layout, readable: list, skipped: list, modes: Counter) -> Dataset:

@@ -11,7 +11,7 @@ def write_skipped(skipped: list[tuple[str, str]], path: Path) -> None:
     import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows(skipped)

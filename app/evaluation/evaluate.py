@@ -19,10 +19,12 @@ from .top_losses import format_top3
 
 class Interp(ClassificationInterpretation):
     """fastai's ClassificationInterpretation over predictions computed once (fastai recomputes
-    them for the confusion matrix; on a CPU that is a second full pass)."""
+    them for the confusion matrix; on a CPU that is a second full pass). Its losses are the plain
+    -log p(actual class): the training loss may be class-weighted (--balance weights) or smoothed,
+    which would rank a rare class's images first for their weight, not for how wrong they are."""
 
-    def __init__(self, learn, dl, probs, targs, losses):
-        super().__init__(learn, dl, losses)
+    def __init__(self, learn, dl, probs, targs, losses=None):
+        super().__init__(learn, dl, plain_losses(probs, targs))
         self.probs, self.targs = probs, targs
 
     @classmethod
@@ -40,6 +42,11 @@ class Interp(ClassificationInterpretation):
         n = len(self.vocab)
         d, t = self.probs.argmax(1), self.targs
         return torch.bincount(t * n + d, minlength=n * n).reshape(n, n).numpy()
+
+
+def plain_losses(probs, targs):
+    """-log p(actual) per image (fastai's CrossEntropyLossFlat without weights or smoothing)."""
+    return torch.nn.functional.nll_loss(torch.log(probs.float().clamp_min(1e-12)), targs.long(), reduction="none")
 
 
 def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figures: bool = True,
@@ -116,7 +123,7 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
     losses, idx = interp.top_losses()
     vocab = list(interp.vocab)
     files = item_paths(interp.dl, len(interp.probs))
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "actual", "predicted", "probability", "loss", "top3"])
         for loss, i in zip(losses.tolist(), idx.tolist()):
@@ -140,10 +147,11 @@ def format_metrics(m: dict) -> str:
 
 
 def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: str | None = None,
-                 console=None, split: str = "val", progress=None) -> dict:
-    """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it (bars on `progress`)."""
+                 console=None, split: str = "val", progress=None, labels: str | None = None) -> dict:
+    """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it (bars on `progress`;
+    `data`, `labels`: the dataset where it is now)."""
     from ..model.learner import load_run
 
     log = console.print if console else print
-    learn, cfg, ds = load_run(run, which=which, data=data, log=log, progress=progress)
+    learn, cfg, ds = load_run(run, which=which, data=data, log=log, progress=progress, labels=labels)
     return evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which, split=split)

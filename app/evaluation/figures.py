@@ -40,7 +40,7 @@ def _save(fig, path: Path) -> Path:
 def _read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 

@@ -97,7 +97,7 @@ def _readable(value: str) -> str:
 def _csv(path: Path) -> list[list[str]]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
 
 
@@ -213,7 +213,7 @@ def _top_losses(run: Path) -> str:
     tl = run / "top_losses.csv"
     if not tl.is_file():
         return ""
-    with open(tl, newline="") as f:
+    with open(tl, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:16]
     return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
         [Raw(_thumb(r["path"])), Path(r["path"]).name, r["actual"], r["predicted"], r["probability"],
@@ -242,4 +242,4 @@ def _summary(run: Path) -> str:
     if not (run / "summary.txt").is_file():
         return ""
     return ("<h2>learn.summary()</h2><pre style='background:#fff;border:1px solid #dde1e7;padding:10px;"
-            f"overflow:auto;font-size:12px'>{html.escape((run / 'summary.txt').read_text())}</pre>")
+            f"overflow:auto;font-size:12px'>{html.escape((run / 'summary.txt').read_text(encoding='utf-8'))}</pre>")

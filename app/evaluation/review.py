@@ -12,6 +12,7 @@ What `--apply` and `--undo` then do to the dataset is data/edits.py's job.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 
 from ..core.errors import NothingToDo
 from ..core.rundir import load_config
-from ..data.edits import DECISIONS, Decisions
+from ..data.edits import DECISIONS, Decisions, dataset_of, rebase
 from .top_losses import parse_top3
 
 
@@ -37,45 +38,49 @@ class Entry:
     split: str = "val"
 
 
-def load_entries(run: Path, include_train: bool = False) -> list[Entry]:
-    """Worst first: RUN/top_losses.csv (computed now if evaluate has not written it)."""
+def load_entries(run: Path, include_train: bool = False, data=None, labels=None) -> list[Entry]:
+    """Worst first: RUN/top_losses.csv (computed now if evaluate has not written it), each path where
+    the file is now (`data`: the dataset, if it moved)."""
     run = Path(run)
     f = run / "top_losses.csv"
     if not f.is_file():
         from .evaluate import evaluate_run
 
-        evaluate_run(run)
+        evaluate_run(run, data=data, labels=labels)
     entries = _read_losses(f, "val")
     if include_train:
         ft = run / "top_losses_train.csv"
         if not ft.is_file():
-            _train_losses(run, ft)
+            _train_losses(run, ft, data, labels)
         entries += _read_losses(ft, "train")
+    if data:
+        cfg, old = dataset_of(run, data, labels)
+        entries = [dataclasses.replace(e, path=str(rebase(e.path, old, Path(cfg.data)))) for e in entries]
     return sorted(entries, key=lambda e: -e.loss)
 
 
 def _read_losses(f: Path, split: str) -> list[Entry]:
-    with open(f, newline="") as fh:
+    with open(f, newline="", encoding="utf-8") as fh:
         return [Entry(r["path"], r["actual"], r["predicted"], float(r["probability"]), float(r["loss"]), r["top3"], split)
                 for r in csv.DictReader(fh)]
 
 
-def _train_losses(run: Path, out: Path) -> None:
+def _train_losses(run: Path, out: Path, data=None, labels=None) -> None:
     """One pass over the training images without augmentation (they are the labels most worth checking)."""
     from ..data.loaders import split_dl
     from ..model.learner import load_run
     from .evaluate import Interp, write_top_losses
 
-    learn, cfg, ds = load_run(run, log=lambda *_: None)
+    learn, cfg, ds = load_run(run, log=lambda *_: None, data=data, labels=labels)
     # the training images through the validation transforms (no augmentation, the validation resize):
     # the training dataset itself would bring the training pipeline's random crops with it
     write_top_losses(Interp.compute(learn, split_dl(learn.dls, ds, "train")), out, ds)
 
 
-def run_tui(run: Path, include_train: bool = False, graphics: str = "auto") -> None:
+def run_tui(run: Path, include_train: bool = False, graphics: str = "auto", data=None, labels=None) -> None:
     run = Path(run)
     load_config(run)
-    entries = load_entries(run, include_train)
+    entries = load_entries(run, include_train, data, labels)
     missing = [e for e in entries if not Path(e.path).exists()]
     entries = [e for e in entries if Path(e.path).exists()]
     if not entries:

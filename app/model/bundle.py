@@ -41,7 +41,7 @@ def read_meta(bundle: Path, need: tuple[str, ...] = ("model.onnx",)) -> dict:
     if not meta_file.is_file() or not all((Path(bundle) / f).is_file() for f in need):
         raise ModelError(f"{bundle} is not a model bundle (needs model.json and {' and '.join(need)})")
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise ValueError(f"a JSON {type(meta).__name__}, not an object")
         name, _, version = str(meta.get("format", "")).partition("/")

@@ -15,6 +15,7 @@ from ..core.device import pick_device, resolve_precision
 from ..core.errors import DataError
 from ..core.progress import shown
 from ..core.rundir import checkpoint_path, load_config
+from ..data.layout import follow_moved
 from ..data.loaders import make_dls
 from .callbacks import CpuBf16, GradientClipWhenOver, ModelInputs
 from .progress import RichProgress
@@ -103,19 +104,20 @@ def build(cfg: TrainConfig, dls, run: Path | None, device, log=print, weights: W
 
 
 def load_run(run: str | Path, which: str = "last", loader: str | None = None, size: int | None = None,
-             device=None, data: str | None = None, log=print, progress=None):
-    """(learn, cfg, ds) for a finished run: same data, classes, loader and size; weights loaded."""
+             device=None, data: str | None = None, log=print, progress=None, labels: str | None = None):
+    """(learn, cfg, ds) for a finished run: same data, classes, loader and size; weights loaded
+    (`data`, `labels`: where the run's dataset and labels file are now, if they moved)."""
     run = Path(run)
     cfg, meta = load_config(run)
     ckpt = checkpoint_path(run, which)
-    data = data or cfg.data
-    if not Path(data).is_dir():
-        raise DataError(f"the run's data folder is gone: {data} (moved? pass --data NEW_PATH)")
-    cfg = cfg.replace(data=data, loader=loader or cfg.loader, size=size or cfg.size, compile=False)
+    cfg = follow_moved(cfg, data, labels)
+    if not Path(cfg.data).is_dir():
+        raise DataError(f"the run's data folder is gone: {cfg.data} (moved? pass --data NEW_PATH)")
+    cfg = cfg.replace(loader=loader or cfg.loader, size=size or cfg.size, compile=False)
     device = pick_device(device or cfg.device, log=log)
     ds, dls = make_dls(cfg, cfg.size, device, log=log, progress=progress)
     if list(dls.vocab) != meta.get("classes", list(dls.vocab)):
-        raise DataError(f"classes in {data} differ from the run's: {meta.get('classes')}")
+        raise DataError(f"classes in {cfg.data} differ from the run's: {meta.get('classes')}")
     learn = build(cfg, dls, run, device, log=lambda *_: None, weights=Weights("none"), progress=progress)
     state = torch_load(ckpt)
     learn.model.load_state_dict(state["model"])

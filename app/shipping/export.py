@@ -258,7 +258,7 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
         "versions": {**meta.get("versions", {}), **_lib_versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (bundle / "model.json").write_text(json.dumps(info, indent=2))
+    (bundle / "model.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return bundle
 
 

@@ -60,8 +60,8 @@ class HistoryCSV(CSVLogger, EpochAware):
         self.started = self.started or time.time()
         new = not self.fname.exists() or self.fname.stat().st_size == 0
         # a run written before `elapsed_s` existed keeps its columns when resumed
-        self.elapsed = new or "elapsed_s" in self.fname.read_text().split("\n", 1)[0].split(",")
-        self.file = self.fname.open("a")
+        self.elapsed = new or "elapsed_s" in self.fname.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+        self.file = self.fname.open("a", encoding="utf-8")
         if new:
             self.file.write(",".join(list(self.recorder.metric_names) + ["elapsed_s", "phase", "size"]) + "\n")
         self.old_logger, self.learn.logger = self.logger, self._write_line
@@ -111,7 +111,7 @@ class BatchLog(EpochAware):
         if self.skipped or not self.rank0 or not self.rows:
             return
         new = not self.fname.exists()
-        with self.fname.open("a", newline="") as f:
+        with self.fname.open("a", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             if new:
                 groups = [f"lr_group{i}" for i in range(len(self.rows[0]) - 6)]

@@ -11,9 +11,10 @@ from pathlib import Path
 from ..core import ranks as dist
 from ..core.config import TrainConfig, check_sizes
 from ..core.device import cpu_bf16, pick_device, resolve_precision, seed_everything
-from ..core.rundir import device_info, load_config, new_run_dir, save_config, versions
+from ..core.rundir import device_info, load_config, new_run_dir, save_config, update_config, versions
 from ..core.runlog import run_logger
 from ..data.download import resolve_data
+from ..data.layout import follow_moved, stored_labels
 from ..data.loaders import make_dls
 from ..data.scan import FINGERPRINT_VERSION, Dataset
 from ..data.skipped import write_skipped
@@ -34,13 +35,15 @@ class RunContext:
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
-                 progress=None, ds=None, **info) -> RunContext:
-    """A new run for `cfg` (or the run `resume` names, with its saved settings)."""
+                 progress=None, ds=None, moved: dict | None = None, **info) -> RunContext:
+    """A new run for `cfg` (or the run `resume` names, with its saved settings; `moved`: its dataset's
+    new `data` / `labels`, which are then recorded)."""
     started = time.time()
     meta = {}
     if resume:
         run = Path(resume)
         cfg, meta = load_config(run)
+        cfg = follow_moved(cfg, **(moved or {}))
     else:
         cfg = cfg.replace(data=str(resolve_data(cfg.data, progress).resolve()))  # any folder can evaluate or resume it
     check_sizes(cfg)
@@ -53,9 +56,11 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
     seed_everything(cfg.seed, device)
     log = run_logger(run, console)
     ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log, ds=ds)  # resized per epoch later
-    cfg = cfg.replace(labels=ds.layout.labels if ds.layout else cfg.labels)  # the CSV's absolute path
+    cfg = cfg.replace(labels=stored_labels(ds.layout) if ds.layout else cfg.labels)
     if resume:
         _same_data(run, meta, list(dls.vocab), ds)
+        if moved and dist.is_rank0():
+            update_config(run, config=cfg.to_dict())
     for w in ds.warnings:
         log(f"warning: {w}")
     if dist.is_rank0():

@@ -8,17 +8,20 @@ from pathlib import Path
 from ..core.files import check_writable, refuse_existing
 from ..core.paths import runs_root
 from ..core.rundir import load_config
-from ..data.layout import detect
+from ..data.layout import detect, follow_moved, reading_of
 from ..model.weights import check_weights
 
 
 def precheck(out=None, resume=None, weights: str | None = None, data=None, export: bool = False, labels=None,
-             valid_pct: float = 0.2, split_seed: int = 42) -> None:
+             valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto") -> None:
     """--resume names a run whose settings and checkpoint load; --out does not exist and can be made;
     --weights and --data exist and look right (in any accepted layout); the exports a finished run
     would write are free."""
     if resume:
-        _, meta = load_config(resume)  # its settings are checked as they are read
+        cfg, meta = load_config(resume)  # its settings are checked as they are read
+        if data or labels:  # the run's dataset, moved: read as the run reads it
+            moved = follow_moved(cfg, data, labels)
+            detect(Path(moved.data), **reading_of(moved))
         _checkpoint_loads(Path(resume))
         if export or meta.get("finish", {}).get("export"):  # asked now, or when the run began (train)
             from ..shipping.export import export_targets
@@ -29,7 +32,7 @@ def precheck(out=None, resume=None, weights: str | None = None, data=None, expor
     check_writable(Path(out) if out else runs_root() / "run", "create the run directory")
     check_weights(weights)
     if data:
-        detect(Path(data), labels, valid_pct, split_seed)
+        detect(Path(data), labels, valid_pct, split_seed, layout)
 
 
 def _checkpoint_loads(run: Path) -> None:

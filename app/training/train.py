@@ -40,7 +40,8 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
     if resume:
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
-        return train(None, resume=str(resume), finish=finish, console=console, progress=progress)
+        moved = {k: flags.get(k) for k in ("data", "labels")}  # the run's dataset where it is now
+        return train(None, resume=str(resume), finish=finish, console=console, progress=progress, moved=moved)
     from ..core.device import trains_on_cuda
 
     w = resolve_weights(weights, progress=progress)
@@ -82,12 +83,13 @@ def _fit_size(cfg: TrainConfig, console, progress):
 
 
 def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,
-          finish: Finish | None = None, console=None, progress=None, ds=None) -> Path:
-    """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned)."""
+          finish: Finish | None = None, console=None, progress=None, ds=None, moved: dict | None = None) -> Path:
+    """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned;
+    `moved`: a resumed run's dataset where it is now)."""
     info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
     if finish is not None and not resume:
         info["finish"] = asdict(finish)  # a resumed run finishes as the command asked (train: export)
-    s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, **info)
+    s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, moved=moved, **info)
     ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
@@ -261,7 +263,7 @@ def _elapsed_before(run: Path) -> float:
     import csv
 
     try:
-        with open(run / "history.csv", newline="") as f:
+        with open(run / "history.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         return float(rows[-1].get("elapsed_s") or 0.0) if rows else 0.0
     except (OSError, ValueError):
@@ -276,6 +278,6 @@ def _truncate_logs(run: Path, start_epoch: int) -> None:
         f = run / name
         if not f.is_file():
             continue
-        lines = f.read_text().splitlines(keepends=True)
+        lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
         keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) < start_epoch]
         write_text(f, "".join(keep))

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from app.data.edits import DECISIONS, FIELDS, apply_decisions, undo_apply
 
-from ..conftest import KILL_AT, ROOT, assert_one_line_error, kill_at, run_cli
+from ..conftest import KILL_AT, ROOT, assert_one_line_error, cli, kill_at, run_cli
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -261,6 +261,104 @@ def test_markup_in_paths_is_printed_as_typed(tmp_path):
                           (str(root / "val" / "alpha" / "gone.png"), "remove", "")])
     p = run_cli("review", run, "--apply", "--yes")
     assert p.returncode == 0, p.stderr
-    assert f"{root}/val/alpha/gone.png: no longer present" in p.stdout and f"1 move(s) in {root}" in p.stdout
+    assert f"{root}/val/alpha/gone.png: no longer present" in p.stdout and f"1 change(s) in {root}" in p.stdout
     p = run_cli("review", run, "--undo", "--yes")
     assert p.returncode == 0 and "[/x]/[reverse]/data/quarantine" in p.stdout, p.stdout + p.stderr
+
+
+def make_csv_dataset(base: Path, per_class: int = 3, inside: bool = True) -> tuple[Path, Path, Path]:
+    """(run, root, labels.csv): tiny PNGs in one folder, their classes in a CSV (kept inside the root,
+    or beside it), and a run whose config.json reads it as a training run stores it."""
+    root = base / "data"
+    rows, n = [], 0
+    for c in CLASSES:
+        for i in range(per_class):
+            n += 1
+            name = f"img/{c}_{i:04d}.png"
+            _png(root / name, n)
+            rows.append([name, c, "1" if i == 0 else "0", f"note {n}"])
+    labels = (root if inside else base) / "labels.csv"
+    with open(labels, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\r\n")  # as Excel writes it: CRLF, an extra column
+        w.writerow(["fname", "label", "is_valid", "comment"])
+        w.writerows(rows)
+    run = base / "run"
+    run.mkdir()
+    stored = "labels.csv" if inside else str(labels)
+    cfg = {"config": {"data": str(root), "labels": stored}, "classes": CLASSES, "synsets": CLASSES}
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run, root, labels
+
+
+def csv_rows(labels: Path) -> dict[str, str]:
+    with open(labels, newline="", encoding="utf-8") as f:
+        return {r["fname"]: r["label"] for r in csv.DictReader(f)}
+
+
+def test_apply_edits_the_csv_for_removals_and_relabels_and_undo_restores_it_byte_for_byte(tmp_path):
+    from app.data.scan import scan
+
+    run, root, labels = make_csv_dataset(tmp_path)
+    before, csv_before = files(root), labels.read_bytes()
+    write_decisions(run, [(str(root / "img/alpha_0001.png"), "remove", ""),
+                          (str(root / "img/beta_0002.png"), "relabel", "gamma"),
+                          (str(root / "img/gamma_0001.png"), "keep", "")])
+    p = cli("review", run, "--apply", "--yes", check=True)
+    assert "1 row(s) of" not in p.stdout and "2 row(s) of" in p.stdout
+    rows = csv_rows(labels)
+    assert "img/alpha_0001.png" not in rows and rows["img/beta_0002.png"] == "gamma" and len(rows) == 8
+    assert not (root / "img/alpha_0001.png").exists() and (root / "img/beta_0002.png").is_file()  # a relabel stays
+    ds = scan(root, labels=root / "labels.csv")  # the dataset reads: no row names a missing file
+    assert len(ds.items) == 8 and ds.counts()["train"][CLASSES.index("gamma")] == 3
+    text = labels.read_bytes()
+    assert text.count(b"\r\n") == 9 and b"note 2" not in text and b"note 6" in text  # CRLF, other columns kept
+    cli("review", run, "--undo", "--yes", check=True)
+    assert labels.read_bytes() == csv_before and files(root) == before
+
+
+def test_apply_edits_a_csv_kept_outside_the_root_and_never_writes_through_a_hard_link(tmp_path):
+    import os
+
+    run, root, labels = make_csv_dataset(tmp_path, inside=False)
+    keep = tmp_path / "my-copy.csv"
+    os.link(labels, keep)  # the user's other name for the same file
+    original = keep.read_bytes()
+    write_decisions(run, [(str(root / "img/gamma_0002.png"), "relabel", "alpha")])
+    cli("review", run, "--apply", "--yes", check=True)
+    assert csv_rows(labels)["img/gamma_0002.png"] == "alpha" and keep.read_bytes() == original
+    cli("review", run, "--undo", "--yes", check=True)
+    assert labels.read_bytes() == original
+
+
+@pytest.mark.parametrize("point,n", [("replace", 1), ("fsync", 2), ("link", 1), ("unlink", 1)])
+def test_sigkill_during_a_csv_apply_then_undo_restores_files_and_rows(tmp_path, point, n):
+    """Killed right after the labels file was published (replace), after its journal record (fsync 2),
+    or in the first file move: the dataset reads at every point, and --undo restores it exactly."""
+    from app.data.scan import scan
+
+    run, root, labels = make_csv_dataset(tmp_path)
+    before, csv_before = files(root), labels.read_bytes()
+    write_decisions(run, [(str(root / "img/alpha_0002.png"), "remove", ""),
+                          (str(root / "img/beta_0001.png"), "relabel", "alpha"),
+                          (str(root / "img/gamma_0000.png"), "remove", "")])
+    assert kill_at(point, n, "review", run, "--apply", "--yes") == -signal.SIGKILL
+    assert len(scan(root, labels=labels).items) >= 7
+    cli("review", run, "--undo", "--yes", check=True)
+    assert files(root) == before and labels.read_bytes() == csv_before
+
+
+def test_a_moved_csv_dataset_is_followed_by_data_and_undo_finds_its_journal(tmp_path):
+    """The run stores the CSV relative to the root: a moved (or copied) dataset reads its own CSV,
+    and review --apply / --undo with --data work on the moved copy."""
+    run, root, labels = make_csv_dataset(tmp_path)
+    assert json.loads((run / "config.json").read_text())["config"]["labels"] == "labels.csv"
+    write_decisions(run, [(str(root / "img/alpha_0001.png"), "remove", ""),
+                          (str(root / "img/beta_0001.png"), "relabel", "gamma")])
+    cli("review", run, "--apply", "--yes", check=True)
+    new = tmp_path / "elsewhere"
+    root.rename(new)
+    assert_one_line_error(cli("review", run, "--undo", "--yes"), 3, "data folder is gone", "--data")
+    cli("review", run, "--undo", "--yes", "--data", new, check=True)
+    assert (new / "img/alpha_0001.png").is_file() and csv_rows(new / "labels.csv")["img/beta_0001.png"] == "beta"
+    cli("review", run, "--apply", "--yes", "--data", new, check=True)  # decisions recorded at the old root
+    assert not (new / "img/alpha_0001.png").exists() and csv_rows(new / "labels.csv")["img/beta_0001.png"] == "gamma"

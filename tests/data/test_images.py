@@ -128,3 +128,34 @@ def test_center_crop_resize_matches_fastai_resize(tmp_path):
 def test_load_square_shape(corpus):
     a = load_square(corpus["grayscale.jpg"][0], 80)
     assert a.shape == (80, 80, 3) and a.dtype == np.uint8
+
+
+def test_pad_resize_of_a_very_wide_image_stays_small_in_memory_and_matches_fastais_pad(tmp_path):
+    """Claim 9 (issue 28): padding a 20000 x 1000 PNG to its long side before resizing made a 1.2 GB
+    canvas (peak 1.68 GB for one image, in each cache worker). The long side is resized first now;
+    the picture is fastai's Resize(method='pad') within a grey level."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+    from PIL import Image
+
+    from app.data.images import pad_resize
+
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 20000, 3), dtype=np.uint8)).save(
+        wide, compress_level=1)
+    probe = ("import resource, sys; from app.data.images import open_rgb, pad_resize; im = open_rgb(sys.argv[1]); "
+             "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; pad_resize(im, 144); "
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b) / 1024)")
+    grew = float(subprocess.run([sys.executable, "-c", probe, str(wide)], capture_output=True, text=True,
+                                check=True, cwd=ROOT).stdout)
+    assert grew < 200, f"pad_resize took {grew:.0f} MB more"
+    a = np.zeros((60, 300, 3), np.uint8)
+    a[:, :100], a[:, 100:200], a[:, 200:] = (250, 20, 20), (20, 250, 20), (20, 20, 250)
+    im = Image.fromarray(a)
+    ours = np.asarray(pad_resize(im, 96), dtype=np.float32)
+    theirs = np.asarray(Resize(96, method="pad", pad_mode="zeros")(PILImage(im), split_idx=1), dtype=np.float32)
+    assert ours.shape == theirs.shape == (96, 96, 3) and np.abs(ours - theirs).mean() < 2.0

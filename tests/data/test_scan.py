@@ -139,3 +139,24 @@ def test_data_scripts_run_as_documented(tiny_data, tmp_path):
     have.mkdir(parents=True)
     p = script("get_imagenette.py", tmp_path / "dl")
     assert p.returncode == 0 and p.stdout.strip() == str(have.parent)
+
+
+def test_make_subset_keeps_same_named_files_apart_and_never_writes_into_the_originals(tiny_data, tmp_path):
+    """Claim 1 (issue 28): cat/2019/IMG_1.jpg and cat/2020/IMG_1.jpg went to one name, the second
+    copied *through the hard link* into the first original (4 of 8 originals changed)."""
+    import hashlib
+
+    src = tmp_path / "src"
+    for split in ("train", "val"):
+        for c in EASY[:2]:
+            for year, f in zip(("2019", "2020"), sorted((tiny_data / split / c).iterdir())):
+                (src / split / c / year).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, src / split / c / year / "IMG_1.jpg")
+    digest = lambda root: {p.relative_to(root): hashlib.sha1(p.read_bytes()).hexdigest()  # noqa: E731
+                           for p in root.rglob("*") if p.is_file()}
+    before = digest(src)
+    for link in (True, False):
+        dst = make_subset(src, tmp_path / f"dst-{link}", 5, 5, link=link)
+        assert digest(src) == before
+        got = digest(dst)
+        assert len(got) == 8 and sorted(got.values()) == sorted(before.values())

@@ -178,3 +178,35 @@ def test_evaluate_split_test_writes_its_own_files_and_report_section(tiny_data, 
 def test_evaluate_split_test_without_a_test_folder_is_one_line(fitted):
     run, _ = fitted
     assert_one_line_error(run_cli("evaluate", run, "--split", "test"), 3, "no test split", "test/ folder")
+
+
+def test_top_losses_rank_by_the_plain_loss_even_when_the_training_loss_is_class_weighted(tiny_data, tmp_path):
+    """--balance weights puts class weights in the loss; top_losses.csv must still rank (and show)
+    -log p(actual): checked on every row whose prediction is right, where `probability` is p(actual)."""
+    import math
+    import shutil
+
+    import torch
+
+    from app.core.config import TrainConfig
+    from app.data.loaders import make_dls
+    from app.evaluation.evaluate import Interp, write_top_losses
+    from app.model.learner import build
+    from app.model.weights import Weights
+
+    root = tmp_path / "imb"
+    shutil.copytree(tiny_data, root)
+    for f in sorted((root / "train" / sorted(tiny_data.joinpath("train").iterdir())[0].name).iterdir())[1:]:
+        f.unlink()  # one class with a single training image: weight 29 / (4 x 1), the others 29 / 36
+    cfg = TrainConfig(data=str(root), size=64, bs=8, balance="weights", loader="cached", seed=3)
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    learn = build(cfg, dls, None, torch.device("cpu"), log=lambda *_: None, weights=Weights("none"))
+    assert max(learn.loss_func.func.weight.tolist()) > 5  # the weighted loss is far from the plain one
+    write_top_losses(Interp.compute(learn), tmp_path / "top.csv", ds)
+    with open(tmp_path / "top.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    right = [r for r in rows if r["actual"] == r["predicted"]]
+    assert right and len(rows) == 16
+    for r in right:
+        assert float(r["loss"]) == pytest.approx(-math.log(float(r["probability"])), abs=2e-3)
+    assert [float(r["loss"]) for r in rows] == sorted((float(r["loss"]) for r in rows), reverse=True)
