@@ -92,7 +92,8 @@ TIME = _opt("--time", "Minutes for the whole command: this machine's speed is me
             "to fit (0 = the preset's epochs).", typ=Optional[float], min=0.0, show_default="train on a CPU: 15")
 TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, typ=bool)
 LABELS = _opt("--labels", "A CSV of fname,label[,is_valid] (fname relative to --data): the classes, and the split "
-              "when it has is_valid.", typ=Optional[Path])
+              "when it has is_valid; several labels per image (';' or '|' between them) make it multi-label.",
+              typ=Optional[Path])
 VALID_PCT = _opt("--valid-pct", "Validation share where the layout gives no split (drawn per class, nothing "
                  "copied).", typ=Optional[float], min=0.01, max=0.9, show_default="0.2")
 SPLIT_SEED = _opt("--split-seed", "Seed of that draw (the same files every time).", typ=Optional[int],
@@ -100,8 +101,10 @@ SPLIT_SEED = _opt("--split-seed", "Seed of that draw (the same files every time)
 LAYOUT = _opt("--layout", "How the folders are read: auto (train/, val/, test/ in any case and their usual aliases "
               "are splits), split-folders, or class-folders (every folder is a class, even one named train or test).",
               "auto", typ=str)
+LABEL_DELIM = _opt("--label-delim", "A multi-label CSV's delimiter between the labels of an image (found in the file "
+                   "when it is ';' or '|'; a space must be given: --label-delim ' ').", typ=Optional[str])
 DATASET = {"data": DATA, "labels": LABELS, "valid_pct": VALID_PCT, "split_seed": SPLIT_SEED,
-           "layout": LAYOUT}  # how a dataset is read
+           "layout": LAYOUT, "label_delim": LABEL_DELIM}  # how a dataset is read
 BALANCE = _opt("--balance", "Imbalanced classes: none, weights (class weights in the loss) or sampler (fastai's "
                "weighted DataLoader).", typ=Optional[Balance], show_default="none")
 RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop (centre), squish, or pad (black "
@@ -185,7 +188,7 @@ def _values(flags: dict) -> dict:
 def _dataset_args(flags: dict) -> dict:
     return {"labels": flags.get("labels"), "valid_pct": flags.get("valid_pct") or 0.2,
             "split_seed": 42 if flags.get("split_seed") is None else flags["split_seed"],
-            "layout": flags.get("layout") or "auto"}
+            "layout": flags.get("layout") or "auto", "label_delim": flags.get("label_delim")}
 
 
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
@@ -213,12 +216,14 @@ def data(
     valid_pct: VALID_PCT[0] = None,
     split_seed: SPLIT_SEED[0] = None,
     layout: LAYOUT[0] = "auto",
+    label_delim: LABEL_DELIM[0] = None,
 ):
     """What is in a dataset: its layout, classes (folder + human name), counts per split, the imbalance,
     folders ignored, files that cannot be used."""
     from .data.describe import describe
 
-    args = _dataset_args({"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed, "layout": layout})
+    args = _dataset_args({"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed, "layout": layout,
+                          "label_delim": label_delim})
     with _progress() as progress:
         describe(root, console, verify=verify, progress=progress, **args)
 
@@ -397,6 +402,9 @@ B_KEEP = Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instea
                                                   "loaded for a minute mid-run: does it end within its budget?")]
 B_BF16 = Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
                                        "end, interleaved rounds (the first is a warm-up).")]
+B_MULTI_LABEL = Annotated[Optional[float], typer.Option("--multi-label", min=1.0, help="Instead: multi-label "
+                                                         "training on collages of two Imagenette images, our recipe "
+                                                         "vs fastai's default multi-label one, MINUTES each.")]
 B_BF16_ACCURACY = Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
                                                 "--epochs, --seeds seeds, on --images training images.")]
 B_SEEDS = Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
@@ -435,6 +443,7 @@ def bench(
     keep: B_KEEP = None,
     bf16: B_BF16 = False,
     bf16_accuracy: B_BF16_ACCURACY = False,
+    multi_label: B_MULTI_LABEL = None,
     seeds: B_SEEDS = 3,
     epochs: B_EPOCHS = None,
     repeats: B_REPEATS = 3,
@@ -456,7 +465,7 @@ def bench(
                 scratch_run=scratch_run)
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, multi_label=multi_label)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,14 @@ from .speed import run_speed
 
 def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, device="auto", repeats=3,
         scale=False, transfer=False, budget=None, compile=False, bf16=False, bf16_accuracy=False, keep=None,
-        seeds=3, epochs=None, transfer_options: dict | None = None) -> dict:
+        seeds=3, epochs=None, transfer_options: dict | None = None, multi_label=None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     log = console.print if console else print
-    if scale:
+    if multi_label:
+        from .multilabel import run_multilabel
+
+        res = run_multilabel(data, multi_label, log=log, device=device)
+    elif scale:
         from .scale import run_scale
 
         res = run_scale(log=log, device=device)

@@ -26,6 +26,7 @@ class TrainConfig:
     # relative to `data` when it lies inside it, so the dataset can move with its CSV.
     labels: str = ""
     layout: str = "auto"  # --layout: auto | split-folders | class-folders (how the folders are read)
+    label_delim: str = ""  # --label-delim: a multi-label CSV's delimiter ("" = ; or | when the file has them)
     valid_pct: float = 0.2  # the validation share where the layout gives no split (drawn file by file)
     split_seed: int = 42  # the seed of that draw (fixed: every command draws the same files)
     split_rule: int = 2  # how the split is drawn (data/layout.py SPLIT_RULE); runs before it: 1

@@ -51,7 +51,8 @@ def _dir(ds: Dataset, size: int, resize: str) -> Path:
 
 def _row(ds: Dataset, it: Item) -> list:
     st = it.path.stat()
-    return [it.path.relative_to(ds.root).as_posix(), it.split, it.label, st.st_size, st.st_mtime_ns]
+    label = list(it.labels) if ds.multi else it.label  # a multi-label row: its labels' indices
+    return [it.path.relative_to(ds.root).as_posix(), it.split, label, st.st_size, st.st_mtime_ns]
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Cache:
     names: list[str]  # the human names (the vocab), in class order
     paths: list[str]  # relative to the dataset root
     splits: np.ndarray  # SPLIT_CODES: 0 train, 1 val, 2 test
-    labels: np.ndarray  # int64
+    labels: np.ndarray  # int64 class per row; a multi-label cache: rows x classes, 0/1 (float32)
     skipped: list[tuple[str, str]]
 
     @property
@@ -198,6 +199,16 @@ def _open_if_current(d: Path, rows: list[list], size: int) -> Cache | None:
     return _open(d, m)
 
 
+def _labels(rows: list, n_classes: int) -> np.ndarray:
+    """Each row's class, or (a multi-label cache, whose rows hold lists) its labels one-hot."""
+    if rows and isinstance(rows[0][2], list):
+        out = np.zeros((len(rows), n_classes), dtype=np.float32)
+        for i, r in enumerate(rows):
+            out[i, r[2]] = 1.0
+        return out
+    return np.array([r[2] for r in rows], dtype=np.int64)
+
+
 def _open(d: Path, m: dict) -> Cache:
     rows = m["rows"]
     return Cache(
@@ -208,7 +219,7 @@ def _open(d: Path, m: dict) -> Cache:
         names=m.get("names") or m["classes"],
         paths=[r[0] for r in rows],
         splits=np.array([SPLIT_CODES[r[1]] for r in rows], dtype=np.int64),
-        labels=np.array([r[2] for r in rows], dtype=np.int64),
+        labels=_labels(rows, len(m["classes"])),
         skipped=[tuple(s) for s in m.get("skipped", [])],
     )
 

@@ -21,6 +21,8 @@ def describe(root: str | Path, console, verify: bool = True, progress=None, **re
     train = [n for n in ds.counts()["train"] if n]
     plain(f"imbalance: the largest training class has {ds.imbalance():.1f}x the images of the smallest "
           f"({max(train)} vs {min(train)}){'' if ds.imbalance() <= IMBALANCE_WARN else ' (over 5: see --balance)'}")
+    if ds.multi:
+        _co_occurrence(ds, plain)
     if ds.names_from:
         plain(f"class names from {ds.root / ds.names_from}")
     if verify:
@@ -52,3 +54,16 @@ def _table(ds: Dataset):
         t.add_row(str(i), Text(c), Text(name), *(str(counts[s][i]) for s in splits))  # as typed, never markup
     t.add_row("", "", "[bold]total", *(f"[bold]{sum(counts[s])}" for s in splits))
     return t
+
+
+def _co_occurrence(ds: Dataset, plain) -> None:
+    """A multi-label set: how many labels the images carry, and the label pairs seen together most."""
+    from collections import Counter
+    from itertools import combinations
+
+    per = Counter(len(it.labels) for it in ds.items)
+    plain("labels per image: " + ", ".join(f"{k}: {per[k]}" for k in sorted(per)))
+    pairs = Counter(p for it in ds.items for p in combinations(sorted(it.labels), 2))
+    if pairs:
+        top = ", ".join(f"{ds.names[a]} + {ds.names[b]} {n}" for (a, b), n in pairs.most_common(8))
+        plain(f"seen together most (images): {top}")

@@ -121,7 +121,7 @@ def plan_moves(run: Path, stamp: str, data=None, labels=None) -> tuple[Path, lis
             taken.add(str(dest))
         moves.append({"kind": r["decision"], "from": str(rebase(path, old_root, root).resolve()),
                       "to": str(dest.resolve()) if dest is not None else None, "new_class": r["new_class"],
-                      "label": folder_of.get(r["new_class"]) if lay.kind == "csv" else None})
+                      "label": _row_label(lay, r["new_class"], folder_of) if lay.kind == "csv" else None})
     return root, moves, problems, lay
 
 
@@ -135,6 +135,21 @@ def _one_per_file(latest: dict[str, dict], problems: list) -> list[tuple[str, di
             problems.append((by_file[key][0], f"listed twice (also as {path}); the later decision is used"))
         by_file[key] = (path, r)
     return list(by_file.values())
+
+
+def new_labels(cell: str, folder_of: dict) -> list[str] | str:
+    """A multi-label decision's new set (names, `;` between) as the CSV's label keys, or why not."""
+    names = [n for n in (cell or "").split(";") if n]
+    unknown = [n for n in names if n not in folder_of]
+    return f"unknown label(s) {', '.join(map(repr, unknown))}" if unknown else [folder_of[n] for n in names]
+
+
+def _row_label(lay, cell: str, folder_of: dict) -> str | None:
+    """The label cell a relabel writes into the CSV: the class key, or a multi-label set joined by
+    the file's own delimiter."""
+    if lay.multi:
+        return lay.delim.join(new_labels(cell, folder_of))
+    return folder_of.get(cell)
 
 
 def _destination(lay, p: Path, r: dict, folder_of: dict, stamp: str) -> Path | None | str:
@@ -152,6 +167,12 @@ def _destination(lay, p: Path, r: dict, folder_of: dict, stamp: str) -> Path | N
         return "already in quarantine"
     if r["decision"] == "remove":
         dest = root / QUARANTINE / stamp / rel
+    elif lay.multi:  # a new label set: the row changes
+        keys = new_labels(r["new_class"], folder_of)
+        if isinstance(keys, str):
+            return keys
+        current = {Path(f).as_posix(): lab for f, lab, _ in lay.rows}.get(rel.as_posix())
+        return "already has these labels" if current is not None and set(current) == set(keys) else None
     else:
         folder = folder_of.get(r["new_class"])
         if folder is None or "/" in folder or folder in ("..", "."):

@@ -1,5 +1,7 @@
 """The CSV layout (`--labels FILE.csv`): fastai's from_csv conventions, `fname,label[,is_valid]`,
-fname relative to ROOT; other columns are ignored, as fastai ignores them. What spreadsheets and
+fname relative to ROOT; other columns are ignored, as fastai ignores them. A multi-label CSV has
+several labels in the cell, split on `;` or `|` (found in the file and said in the layout line), or
+on a space when `--label-delim " "` says so; an empty cell there is an image with none of the labels. What spreadsheets and
 other systems write is read as meant (is_valid 1.0 from pandas, Windows backslashes, NFD names from
 macOS), each said in a note; every problem names the rows and how many; nothing else is guessed."""
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from ..core.errors import DataError
 
-COLUMNS = {"fname": ("fname", "file", "filename", "path", "image"), "label": ("label", "class"),
+COLUMNS = {"fname": ("fname", "file", "filename", "path", "image"), "label": ("label", "labels", "class", "tags"),
            "is_valid": ("is_valid", "valid")}
 TRUE, FALSE = {"1", "1.0", "true", "yes", "y", "t"}, {"0", "0.0", "false", "no", "n", "f", ""}
 MULTI = (";", "|")  # label delimiters of multi-label CSVs
@@ -97,10 +99,10 @@ def _check(root: Path, path: Path, rows) -> list[tuple[int, str, str, str | None
         if bad:
             raise DataError(f"{path}: {what} in {_rows_text(bad)}")
 
-    fail("an empty fname or label", [n for n, f, lab, _ in rows if not f or not lab])
+    multi = isinstance(rows[0][2], tuple)
+    fail("an empty fname" if multi else "an empty fname or label", [n for n, f, lab, _ in rows if not f or
+                                                                    (not lab and not multi)])
     fail("a fname outside ROOT (absolute, or with ..)", [n for n, f, _, _ in rows if _outside(f)])
-    fail("more than one label per image (multi-label is not supported: one class per image)",
-         [n for n, _, lab, _ in rows if any(d in lab for d in MULTI)])
     spelt = [(n, on_disk(root, f), lab, s) for n, f, lab, s in rows]
     fail(f"a file that does not exist under {root}", [n for n, f, _, _ in spelt if f is None])
     seen, dup = {}, []
@@ -131,7 +133,7 @@ def _notes(rows, spelt, other: list[str]) -> list[str]:
     fixed = sum(f != g for (_, f, _, _), (_, g, _, _) in zip(rows, spelt))
     if fixed:
         notes.append(f"{fixed} fname(s) read with backslashes as folders or in the other Unicode form")
-    labels = {lab for _, _, lab, _ in rows}
+    labels = {lab for _, _, lab, _ in rows if isinstance(lab, str)}
     joined = sorted(lab for lab in labels if _joins_labels(lab, labels))
     if joined:
         notes.append(f"label(s) {', '.join(repr(j) for j in joined[:3])} are other labels joined by spaces; each is "
@@ -139,8 +141,34 @@ def _notes(rows, spelt, other: list[str]) -> list[str]:
     return notes
 
 
-def read_labels(root: Path, labels) -> tuple[Path, list[tuple[str, str, str]], list[str]]:
-    """(the labels file, [(fname, label, split or "")], notes for the layout line) of a checked CSV."""
+def label_delimiter(rows, path: Path, delim: str | None = None) -> str:
+    """The multi-label delimiter: `delim` as given (--label-delim), else `;` or `|` when the file's
+    labels hold one (both: one line), else "" (one label per image)."""
+    if delim:
+        return delim
+    found = [d for d in MULTI if any(d in lab for _, _, lab, _ in rows)]
+    if len(found) > 1:
+        raise DataError(f"{path}: labels hold both ';' and '|'; one delimiter per file (or --label-delim)")
+    return found[0] if found else ""
+
+
+def split_labels(rows, delim: str, path: Path) -> list:
+    """Each row's label cell as a tuple of labels (sorted, unique); a part empty after splitting
+    ("a;;b", "a;") is one line naming the rows. An empty cell: no label (a "none of these" image)."""
+    out, bad = [], []
+    for n, f, cell, s in rows:
+        parts = [p.strip() for p in cell.split(delim)] if cell.strip() else []
+        if any(not p for p in parts):
+            bad.append(n)
+        out.append((n, f, tuple(sorted(set(parts))), s))
+    if bad:
+        raise DataError(f"{path}: a label that is empty after splitting on {delim!r} in {_rows_text(bad)}")
+    return out
+
+
+def read_labels(root: Path, labels, delim: str | None = None) -> tuple[Path, list, list[str], str]:
+    """(the labels file, [(fname, label or tuple of labels, split or "")], notes for the layout line,
+    the multi-label delimiter or "") of a checked CSV."""
     path = Path(labels).expanduser()
     if not path.is_file() and (root / path).is_file():
         path = root / path
@@ -149,11 +177,14 @@ def read_labels(root: Path, labels) -> tuple[Path, list[tuple[str, str, str]], l
     rows, other = _parse(path)
     if not rows:
         raise DataError(f"{path} has a header but no rows")
+    delim = label_delimiter(rows, path, delim)
+    if delim:
+        rows = split_labels(rows, delim, path)
     spelt = _check(root, path, rows)
-    n = len({lab for _, _, lab, _ in rows})
+    n = len({lab for _, _, cell, _ in rows for lab in (cell if delim else [cell])})
     if n < 2:
         raise DataError(f"{path} has {n} label(s); a classifier needs at least 2")
-    return path, [(f, lab, s or "") for _, f, lab, s in spelt], _notes(rows, spelt, other)
+    return path, [(f, lab, s or "") for _, f, lab, s in spelt], _notes(rows, spelt, other), delim
 
 
 def _records(path: Path) -> tuple[list[str], list[list[str]], str, str]:

@@ -76,6 +76,12 @@ class Layout:
     folders: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # split ("" = the root) -> class -> folders
     reading: str = "auto"  # --layout
     split_rule: int = SPLIT_RULE
+    delim: str = ""  # csv: the multi-label delimiter; "" = one label per image
+
+    @property
+    def multi(self) -> bool:
+        """Several labels per image (a multi-label CSV): each row's label is a tuple of labels."""
+        return bool(self.delim)
 
     @property
     def drawn_split(self) -> bool:
@@ -87,6 +93,8 @@ class Layout:
     def spec(self) -> dict:
         """What config.json records: enough to read the same files into the same splits again."""
         d = {"kind": self.kind, "split_dirs": self.split_dirs, "labels": self.labels, "reading": self.reading}
+        if self.multi:
+            d["label_delim"] = self.delim
         if self.drawn_split:
             d.update(valid_pct=self.valid_pct, split_seed=self.split_seed, split_rule=self.split_rule)
         return d
@@ -98,6 +106,10 @@ class Layout:
             head = f"layout: split folders {dirs} ({n} classes)"
         elif self.kind == "class-folders":
             head = f"layout: class folders ({n} classes) in {self.root}" + (f"; test split: {dirs}" if dirs else "")
+        elif self.multi:
+            none = sum(not lab for _, lab, _ in self.rows)
+            head = (f"layout: labels from {self.labels} ({n} labels, multi-label: {self.delim!r} between labels, "
+                    f"{len(self.rows)} rows{f', {none} with no label' if none else ''})")
         else:
             head = f"layout: labels from {self.labels} ({n} classes, {len(self.rows)} rows)"
         if self.drawn_split:
@@ -163,7 +175,7 @@ def draw_split(key: str, seed: int) -> str:
 
 
 def detect(root: str | Path, labels: str | Path | None = None, valid_pct: float = 0.2, split_seed: int = 42,
-           layout: str = "auto", split_rule: int = SPLIT_RULE) -> Layout:
+           layout: str = "auto", split_rule: int = SPLIT_RULE, label_delim: str | None = None) -> Layout:
     """The layout of `root` (see LAYOUTS; `layout` forces a reading of the folders); DataError in one
     line for every problem."""
     root = Path(root)
@@ -176,10 +188,12 @@ def detect(root: str | Path, labels: str | Path | None = None, valid_pct: float 
     if layout not in READINGS:
         raise DataError(f"--layout {layout!r} is not one of {', '.join(READINGS)}")
     if labels:
-        path, rows, notes = read_labels(root, labels)
-        return Layout("csv", root, sorted({lab for _, lab, _ in rows}, key=label_order(rows)), rows=rows,
-                      labels=str(path.resolve()), valid_pct=valid_pct, split_seed=split_seed, notes=notes,
-                      split_rule=split_rule)
+        path, rows, notes, delim = read_labels(root, labels, label_delim)
+        keys = {lab for _, cell, _ in rows for lab in (cell if delim else [cell])}
+        return Layout("csv", root, sorted(keys, key=label_order(keys)), rows=rows, labels=str(path.resolve()),
+                      valid_pct=valid_pct, split_seed=split_seed, notes=notes, split_rule=split_rule, delim=delim)
+    if label_delim:
+        raise DataError("--label-delim is for a multi-label --labels CSV; folders give one class per image")
     ignored: list = []
     top = subfolders(root, ignored)
     found = {s: [n for n in top if split_of(n) == s] for s in SPLITS}
@@ -194,9 +208,8 @@ def detect(root: str | Path, labels: str | Path | None = None, valid_pct: float 
     return lay
 
 
-def label_order(rows) -> object:
+def label_order(labels: set[str]) -> object:
     """Sort key of CSV labels: numbers as numbers when every label is a whole number ("2" before "10")."""
-    labels = {lab for _, lab, _ in rows}
     numeric = all(lab.lstrip("-").isdigit() for lab in labels)
     return (lambda lab: (int(lab), lab)) if numeric else None
 
@@ -291,6 +304,9 @@ def assign_splits(lay: Layout, found: list[tuple[Path, str, str]]) -> list[tuple
     by_class: dict[str, list[Path]] = {}
     for p, _, c in pool:
         by_class.setdefault(c, []).append(p)
+    if lay.multi:  # each file on its own; every label keeps a training image
+        val = _draw_multi(lay, [(p, c) for p, _, c in pool])
+        return keep + [(p, "val" if p in val else "train", c) for p, _, c in pool]
     draw = _draw_v1 if lay.split_rule == 1 else _draw
     for c, paths in by_class.items():
         val = draw(lay, paths)
@@ -303,6 +319,19 @@ def _draw(lay: Layout, paths: list[Path]) -> set[Path]:
     val = {p for p in paths if where[p] < lay.valid_pct}
     if len(val) == len(paths):
         val.discard(max(paths, key=where.get))
+    return val
+
+
+def _draw_multi(lay: Layout, pool: list[tuple[Path, tuple]]) -> set[Path]:
+    """A multi-label set drawn file by file, as a single-label one is (no stratification beyond
+    this: adding or relabelling one file never moves another); a label all of whose images drew
+    validation keeps the one nearest the line for training."""
+    where = {p: int(draw_split(class_relative(lay, p), lay.split_seed)[:15], 16) / 16**15 for p, _ in pool}
+    val = {p for p, _ in pool if where[p] < lay.valid_pct}
+    for label in sorted({lab for _, labs in pool for lab in labs}):
+        carriers = [p for p, labs in pool if label in labs]
+        if carriers and all(p in val for p in carriers):
+            val.discard(max(carriers, key=where.get))
     return val
 
 
@@ -319,7 +348,8 @@ def reading_of(cfg) -> dict:
     if labels and not Path(labels).is_absolute():  # stored relative to the data root, so a moved dataset works
         labels = str(Path(cfg.data) / labels)
     return {"labels": labels, "valid_pct": cfg.valid_pct, "split_seed": cfg.split_seed,
-            "layout": getattr(cfg, "layout", "auto"), "split_rule": getattr(cfg, "split_rule", SPLIT_RULE)}
+            "layout": getattr(cfg, "layout", "auto"), "split_rule": getattr(cfg, "split_rule", SPLIT_RULE),
+            "label_delim": getattr(cfg, "label_delim", "") or None}
 
 
 def stored_labels(lay: Layout) -> str:

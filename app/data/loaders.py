@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.callback.data import WeightedDL
-from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
+from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, TransformBlock
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.load import SkipItemException
-from fastai.data.transforms import Categorize, FuncSplitter, IntToFloatTensor, Normalize
-from fastai.torch_core import TensorCategory, TensorImage
+from fastai.data.transforms import Categorize, FuncSplitter, IntToFloatTensor, MultiCategorize, Normalize, OneHotEncode
+from fastai.torch_core import TensorCategory, TensorImage, TensorMultiCategory
 from fastai.vision.augment import AffineCoordTfm, RandomResizedCrop, Resize, aug_transforms
 from fastai.vision.core import PILImage, imagenet_stats
 from fastcore.basics import chunked
@@ -30,6 +30,7 @@ from fasttransform import DisplayedTransform, Transform
 
 from ..core import ranks as dist
 from ..core.config import TrainConfig
+from ..core.errors import UsageError
 from ..core.ranks import unwrap_dl
 from .cache import Cache
 from .images import BadImage, open_rgb
@@ -141,27 +142,41 @@ class ItemLabel:
 
     def __init__(self, ds: Dataset):
         names = ds.names
-        self.of = {str(it.path): names[it.label] for it in ds.items}
+        self.of = {str(it.path): [names[k] for k in it.labels] if ds.multi else names[it.label] for it in ds.items}
 
     def __call__(self, path):
         return self.of[str(path)]
 
 
 class RowLabel:
-    """Label of a cache row (cached loader)."""
+    """Label of a cache row (cached loader): its class's name, or a multi-label row's names."""
 
     def __init__(self, names, labels):
-        self.names, self.labels = list(names), list(labels)
+        self.names, self.labels = list(names), np.asarray(labels)
 
     def __call__(self, row):
-        return self.names[self.labels[row]]
+        if self.labels.ndim == 2:
+            return [self.names[k] for k in np.flatnonzero(self.labels[row])]
+        return self.names[int(self.labels[row])]
+
+
+def label_tfms(names, multi: bool) -> list:
+    """fastai's label transforms: Categorize, or for several labels per image MultiCategorize and
+    OneHotEncode (what MultiCategoryBlock does)."""
+    if multi:
+        return [MultiCategorize(vocab=names), OneHotEncode(len(names))]
+    return [Categorize(vocab=names, sort=False)]
+
+
+def label_block(ds: Dataset):
+    """fastai's CategoryBlock, or MultiCategoryBlock for a multi-label set (its vocab: the labels)."""
+    return MultiCategoryBlock(vocab=ds.names) if ds.multi else CategoryBlock(vocab=ds.names, sort=False)
 
 
 def datablock(ds: Dataset, cfg, size: int) -> DataBlock:
     val = {it.path for it in ds.items if it.split == "val"}
     return DataBlock(
-        blocks=(TransformBlock(type_tfms=SafeOpen(), batch_tfms=IntToFloatTensor), CategoryBlock(vocab=ds.names,
-                                                                                              sort=False)),
+        blocks=(TransformBlock(type_tfms=SafeOpen(), batch_tfms=IntToFloatTensor), label_block(ds)),
         get_items=lambda _: [it.path for it in ds.items if it.split != "test"],  # a test split never trains
         splitter=FuncSplitter(lambda p: p in val),  # the scan's split, whatever the layout
         get_y=ItemLabel(ds),
@@ -271,7 +286,7 @@ class CachedDL(TfmdDL):
             r = rows[np.asarray(chunk, dtype=np.int64)]
             x = self.stores.batch(r)
             y = self.labels[torch.as_tensor(r, device=self.labels.device)]
-            yield TensorImage(x), TensorCategory(y)
+            yield TensorImage(x), (TensorMultiCategory(y) if y.dim() == 2 else TensorCategory(y))
 
 
 class WeightedCachedDL(WeightedDL, CachedDL):
@@ -282,7 +297,7 @@ def _cached_datasets(first: Cache, stores: CacheStore, rows: list, splits=None) 
     """The cache's rows as a fastai Datasets; without `splits`, one validation-like set (fastai's
     test_set marks its own split_idx 1, so loaders made from it apply no training augmentation)."""
     names = first.names
-    tfms = [[CachedImage(stores)], [RowLabel(names, first.labels.tolist()), Categorize(vocab=names, sort=False)]]
+    tfms = [[CachedImage(stores)], [RowLabel(names, first.labels), *label_tfms(names, first.labels.ndim == 2)]]
     return Datasets(rows, tfms=tfms, splits=splits) if splits is not None else Datasets(rows, tfms=tfms, split_idx=1)
 
 
@@ -361,8 +376,12 @@ def make_dls(cfg: TrainConfig, size: int, device, progress=None, log=print, ds=N
         log(ds.layout.summary())  # said by every command that reads a dataset, before its cache
     dls = datablock_dls(ds, cfg, size, device) if cfg.loader == "datablock" else _cached(ds, cfg, size, device,
                                                                                          progress, log)
+    if getattr(cfg, "balance", "none") != "none" and ds.multi:
+        raise UsageError(f"--balance {cfg.balance} is not defined for multi-label data yet (a weight or a draw per "
+                         "class has no single class to follow here); train without it")
     if getattr(cfg, "balance", "none") == "weights":
         dls.class_weights = class_weights(ds)
+    dls.multi = ds.multi
     return ds, dls
 
 

@@ -32,8 +32,9 @@ FINGERPRINT_VERSION = 2  # 2: the split is hashed with each file (a drawn split 
 class Item:
     path: Path
     split: str  # "train" | "val" | "test"
-    label: int  # index into Dataset.classes
+    label: int  # index into Dataset.classes (-1 in a multi-label set: see labels)
     side: int = 0  # shorter side in pixels, upright (0: not decoded by the scan)
+    labels: tuple[int, ...] = ()  # a multi-label set's labels (indices into Dataset.classes; may be none)
 
 
 @dataclass
@@ -58,13 +59,19 @@ class Dataset:
     def ignored(self) -> list[tuple[str, str]]:
         return self.layout.ignored if self.layout else []
 
+    @property
+    def multi(self) -> bool:
+        return bool(self.layout and self.layout.multi)
+
     def split(self, split: str) -> list[Item]:
         return [it for it in self.items if it.split == split]
 
     def counts(self) -> dict[str, list[int]]:
+        """Images per class and split (multi-label: images carrying each label)."""
         out = {s: [0] * len(self.classes) for s in SPLITS}
         for it in self.items:
-            out[it.split][it.label] += 1
+            for k in (it.labels if self.multi else (it.label,)):
+                out[it.split][k] += 1
         return out
 
     def imbalance(self) -> float:
@@ -83,7 +90,8 @@ class Dataset:
         for it in sorted(self.items, key=lambda i: str(i.path)):
             st = it.path.stat()
             rel = it.path.relative_to(self.root).as_posix()
-            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{it.label}|{it.split}\n".encode())
+            label = ";".join(map(str, it.labels)) if self.multi else it.label
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{label}|{it.split}\n".encode())
         return h.hexdigest()[:16]
 
 
@@ -188,11 +196,12 @@ class _Verdicts:
 
 
 def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None, labels=None,
-         valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", split_rule: int = SPLIT_RULE) -> Dataset:
+         valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", split_rule: int = SPLIT_RULE,
+         label_delim: str | None = None) -> Dataset:
     """List and check a dataset in any accepted layout. `verify` decodes every image (remembered
     between runs). Its paths are absolute (resolved), so what a run stores works from any folder."""
     root = Path(root).expanduser().resolve()
-    lay = detect(root, labels, valid_pct, split_seed, layout, split_rule)
+    lay = detect(root, labels, valid_pct, split_seed, layout, split_rule, label_delim)
     skipped: list[tuple[str, str]] = []
     found = assign_splits(lay, files(lay, lambda d, sk: walk_images(d, sk, lay.ignored), skipped))
     verdicts = _verdicts(root, [p for p, _, _ in found], verify, progress, workers)
@@ -217,15 +226,19 @@ def scan_for(cfg, **kw) -> Dataset:
 def _dataset(lay: Layout, readable: list, skipped: list, modes: Counter) -> Dataset:
     """Classes with at least one training image, their items, and a warning for each class left out
     or without validation images."""
-    train = Counter(c for _, s, c, _ in readable if s == "train")
+    keys = (lambda c: c) if lay.multi else (lambda c: (c,))
+    train = Counter(k for _, s, c, _ in readable if s == "train" for k in keys(c))
     classes = [c for c in lay.classes if train[c]]
     warnings = [f"class {c!r} has no readable training image: left out (its other files are listed as skipped)"
                 for c in lay.classes if not train[c]]
     if len(classes) < 2:
         raise DataError(f"{lay.root}: {len(classes)} class(es) with readable training images; a classifier needs 2")
     index = {c: i for i, c in enumerate(classes)}
-    items = [Item(p, s, index[c], side) for p, s, c, side in readable if c in index]
-    skipped += [(str(p), f"its class {c!r} has no training image") for p, _, c, _ in readable if c not in index]
+    if lay.multi:  # a label with no training image is dropped from the images that carry it
+        items = [Item(p, s, -1, side, tuple(index[k] for k in c if k in index)) for p, s, c, side in readable]
+    else:
+        items = [Item(p, s, index[c], side) for p, s, c, side in readable if c in index]
+        skipped += [(str(p), f"its class {c!r} has no training image") for p, _, c, _ in readable if c not in index]
     if not any(it.split == "val" for it in items):
         raise DataError(f"{lay.root} has no validation images ({lay.summary()})")
     ds = Dataset(lay.root, classes, items, skipped, modes, warnings, names=list(classes), layout=lay)

@@ -56,6 +56,8 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
     from . import figures as fig
 
     run = Path(run)
+    if getattr(learn.dls, "multi", False):
+        return evaluate_multi(learn, run, tta, log, figures, ds, which, split, size=cfg.size)
     dl = None if split == "val" else _split_loader(learn, ds, split)
     interp = Interp.compute(learn, dl)
     m = scores(learn, interp, cfg, tta)
@@ -71,6 +73,50 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
         if split == "val":
             write_text(run / "summary.txt", model_summary(learn))
     return m
+
+
+def evaluate_multi(learn, run: Path, tta: bool, log, figures: bool, ds, which: str, split: str,
+                   size: int = 128) -> dict:
+    """A multi-label evaluation: the probabilities (the last epoch's, kept, or one pass), one
+    threshold per label chosen on the validation set (a test split is scored with the validation's:
+    it never chooses anything), the metrics, top_losses.csv and the figures."""
+    from . import figures as fig
+    from .multilabel import choose_thresholds, metrics_multi, top_loss_rows
+
+    dl = learn.dls.valid.new(shuffle=False, drop_last=False) if split == "val" else _split_loader(learn, ds, split)
+    kept = getattr(learn, "last_valid_preds", None) if split == "val" else None
+    probs, targs = kept[:2] if kept is not None and len(kept[1]) == len(dl.items) else \
+        learn.get_preds(dl=dl, reorder=False)[:2]
+    vocab = list(learn.dls.vocab)
+    thresholds = choose_thresholds(probs, targs) if split == "val" else _validation_thresholds(run)
+    m = metrics_multi(probs, targs, vocab, thresholds)
+    m.update(model=which, split=split, size=getattr(learn, "cur_size", size))
+    if tta:
+        tp, tt = learn.tta(dl=dl)
+        t = metrics_multi(tp, tt, vocab, thresholds)
+        m["tta"] = {k: t[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "map")}
+    if not is_rank0():
+        return m
+    write_json(split_file(run, "metrics", "json", split), m)
+    rows = top_loss_rows(item_paths(dl, len(probs)), probs, targs, vocab, thresholds)
+    with open(split_file(run, "top_losses", "csv", split), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "actual", "predicted", "probability", "loss", "top3", "missed", "wrong"])
+        w.writerows(rows)
+    log(format_metrics(m))
+    if figures:
+        fig.draw_all(fig.FigureInputs(run, m, learn, None, ds, split, preds=(probs, targs)), log=log)
+    return m
+
+
+def _validation_thresholds(run: Path) -> list[float]:
+    from ..core.errors import RunError
+
+    m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    if "thresholds" not in m:
+        raise RunError(f"{run} has no validation thresholds yet: evaluate the validation split first "
+                       f"(python -m app evaluate {run})")
+    return m["thresholds"]
 
 
 def _split_loader(learn, ds, split: str):
@@ -135,6 +181,11 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
 
 
 def format_metrics(m: dict) -> str:
+    if m.get("task") == "multi-label":
+        return (f"{'test split: ' if m.get('split') == 'test' else ''}multi-label: macro F1 {m['f1_macro']:.4f} "
+                f"(at 0.5: {m['f1_macro_at_0.5']:.4f})  micro F1 {m['f1_micro']:.4f}  mAP {m['map']:.4f}  Hamming "
+                f"loss {m['hamming_loss']:.4f}  exact label sets {m['accuracy']:.4f}  (n={m['n']}; one threshold per "
+                "label, chosen on the validation set)")
     over = m.get("macro_over", len(m["per_class"]))
     lines = [f"{'test split: ' if m.get('split') == 'test' else ''}accuracy {m['accuracy']:.4f}  precision "
              f"{m['precision_macro']:.4f}  recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']})"]

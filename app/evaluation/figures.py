@@ -15,26 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..core.files import read_json  # noqa: E402
-
-# text.parse_math off: class names and paths come from the data, and `$...$` in one is a name, not
-# mathtext (an unknown macro there would stop the figures). No figure here uses mathtext.
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.titleweight": "bold",
-                     "text.parse_math": False})
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    photo = path.suffix == ".jpg"  # photo grids as JPEG: a tenth of the PNG's bytes in the report
-    fig.savefig(path, bbox_inches="tight", facecolor="white", **({"pil_kwargs": {"quality": 85}} if photo else {}))
-    plt.close(fig)
-    return path
+from ..core.files import read_json
+from . import figures_multi as fm
+from .plotting import _save, plt
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -128,9 +113,10 @@ def accuracy_per_epoch(history: Path, path: Path) -> Path | None:
     if not rows:
         return None
     e = _epochs(rows)
-    acc = _col(rows, "accuracy") * 100
+    key = "accuracy" if "accuracy" in rows[0] else "accuracy_multi"  # multi-label: fastai's per-label accuracy
+    acc = _col(rows, key) * 100
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(*_validated(e, acc), "o-", label="accuracy")
+    ax.plot(*_validated(e, acc), "o-", label="accuracy" if key == "accuracy" else "accuracy per label (at 0.5)")
     if "f1_score" in rows[0]:
         ax.plot(*_validated(e, _col(rows, "f1_score") * 100), "s--", alpha=0.7, label="macro F1")
     best = int(np.nanargmax(acc))
@@ -393,6 +379,7 @@ class FigureInputs:
     interp: object = None
     ds: object = None
     split: str = "val"  # "test": the figures of a test split's evaluation, in files of their own
+    preds: tuple | None = None  # (probabilities, targets) of a multi-label evaluation
 
 
 @dataclass(frozen=True)
@@ -423,7 +410,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("overall", "05_overall_metrics.png", "Overall metrics", False, True,
            lambda i, p: overall_metrics(i.metrics, p) if i.metrics else None),
     Figure("confusion", "06_confusion_matrix.png", "Confusion matrix (counts and row-normalised)", True, True,
-           lambda i, p: confusion(i.metrics, p) if i.metrics else None),
+           lambda i, p: confusion(i.metrics, p) if i.metrics and not _multi(i) else None),
     Figure("per_class", "07_per_class_metrics.png", "Per-class precision, recall and F1", False, True,
            lambda i, p: per_class(i.metrics, p) if i.metrics else None),
     Figure("architecture", "08_model_architecture.png", "Model architecture (from the real model)", True, False,
@@ -431,8 +418,24 @@ FIGURES: tuple[Figure, ...] = (
     Figure("top_losses", "09_top_losses.jpg", "Top losses (fastai plot_top_losses)", True, True,
            lambda i, p: top_losses(i.interp, p) if i.interp is not None else None),
     Figure("lr_find", "10_lr_find.png", "Learning-rate finder", False, False, _lr_find),
+    Figure("label_confusion", "11_label_confusion.png", "Per-label confusion (multi-label)", True, True,
+           lambda i, p: fm.label_confusion(i.metrics, p) if _multi(i) else None),
+    Figure("pr_curves", "12_pr_curves.png", "Precision-recall per label, chosen thresholds (multi-label)", True, True,
+           lambda i, p: fm.pr_curves(i.metrics, *i.preds, p) if _multi(i) and i.preds else None),
+    Figure("top_losses_multi", "13_top_losses_multi.jpg", "Top losses: labels missed and wrong (multi-label)", True,
+           True, lambda i, p: fm.top_losses_multi(_split_csv(i, "top_losses"), p) if _multi(i) else None),
 )
 BY_KEY = {f.key: f for f in FIGURES}
+
+
+def _multi(i: FigureInputs) -> bool:
+    return bool(i.metrics) and i.metrics.get("task") == "multi-label"
+
+
+def _split_csv(i: FigureInputs, stem: str) -> Path:
+    from .metrics import split_file
+
+    return split_file(i.run, stem, "csv", i.split)
 
 
 def figure_path(run: Path, key: str, split: str = "val") -> Path:

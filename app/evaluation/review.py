@@ -19,7 +19,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets import Footer, Header, OptionList, SelectionList, Static
 
 from ..core.errors import NothingToDo
 from ..core.rundir import load_config
@@ -101,8 +101,11 @@ def _image_widget(graphics: str):
 
 
 def make_app(run: Path, entries: list[Entry], graphics: str = "auto") -> ReviewApp:
-    """The Textual app over `entries` (tests drive it with Textual's pilot)."""
-    _, meta = load_config(run)
+    """The Textual app over `entries` (tests drive it with Textual's pilot); a multi-label run's edits
+    label sets (review_multi.py)."""
+    cfg, meta = load_config(run)
+    if meta.get("layout", {}).get("label_delim"):
+        return MultiLabelReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
     return ReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
 
 
@@ -207,3 +210,75 @@ class ReviewApp(App):
 
     def action_next(self):
         self.advance()
+
+
+# A multi-label run: the given and predicted label sets, the labels missed and the ones wrong, and a
+# relabel that edits the set (a checkbox list, the given labels ticked: space toggles, r again saves);
+# decisions.csv's new_class holds the new set, `;` between labels, which --apply writes into the CSV.
+SEP = ";"  # between the labels of a set, in top_losses.csv and decisions.csv
+
+
+def label_set(cell: str) -> list[str]:
+    return [c for c in (cell or "").split(SEP) if c]
+
+
+class MultiLabelReviewApp(ReviewApp):
+    """ReviewApp over label sets: `r` opens the label checklist (space ticks), `r` again saves the set."""
+
+    CSS = ReviewApp.CSS.replace("#classes", "#labels")
+
+    def compose(self):
+        yield Header()
+        with Horizontal(id="body"):
+            yield self.image_widget(id="picture")
+            with Vertical(id="info"):
+                yield Static(id="details")
+                yield SelectionList(*[(c, c) for c in self.vocab], id="labels")
+        yield Footer()
+
+    def details(self):
+        from textual.content import Content
+
+        e, d = self.entry, self.decisions.get(self.entry.path)
+        state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class'] or '(none)'}"
+                                                              if d["decision"] == "relabel" else "")
+        top = "\n".join(f"  {c} {p:.3f}" for c, p in parse_top3(e.top3))
+        done = sum(1 for x in self.entries if self.decisions.get(x.path))
+        given, said = label_set(e.actual), label_set(e.predicted)
+        return Content.assemble(
+            (f"{self.pos + 1} / {len(self.entries)}", "bold"), f"  ({done} decided)\n\n", (e.split, "dim"),
+            f" {Path(e.path).name}\n", (str(Path(e.path).parent), "dim"),
+            "\n\ngiven:      ", ("; ".join(given) or "(none)", "bold"),
+            "\npredicted:  ", ("; ".join(said) or "(none)", "bold"),
+            "\nmissed:     ", "; ".join(c for c in given if c not in said) or "-",
+            "\nwrong:      ", "; ".join(c for c in said if c not in given) or "-",
+            f"\nloss        {e.loss:.3f}\n\ntop 3:\n{top}\n\ndecision:   ", (state, "bold"),
+            ("\n\nk keep · r relabel (space ticks, r saves) · x remove · b back · n skip · q quit", "dim"))
+
+    def action_relabel(self):
+        sl = self.query_one("#labels", SelectionList)
+        if sl.has_class("open"):
+            return self.action_save_set()
+        sl.deselect_all()
+        for c in label_set(self.entry.actual):
+            if c in self.vocab:
+                sl.select(c)
+        sl.add_class("open")
+        sl.focus()
+
+    def action_cancel(self):
+        self.query_one("#labels", SelectionList).remove_class("open")
+
+    def on_option_list_option_selected(self, event):
+        event.stop()  # a tick in the checklist (SelectionList is an OptionList): not a decision
+
+    def action_save_set(self):
+        sl = self.query_one("#labels", SelectionList)
+        if not sl.has_class("open"):
+            return
+        self.action_cancel()
+        new = [c for c in self.vocab if c in set(sl.selected)]  # in vocab order
+        if set(new) == set(label_set(self.entry.actual)):
+            self.decide("keep")
+        else:
+            self.decide("relabel", SEP.join(new))

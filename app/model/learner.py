@@ -22,11 +22,14 @@ from .progress import RichProgress
 from .weights import Weights, keep_body_layers, load_bundle, load_torchvision_body, resolve_weights, torch_load
 
 
-def make_loss(label_smoothing: float, weight=None):
+def make_loss(label_smoothing: float, weight=None, multi: bool = False):
     """fastai's cross-entropy (label-smoothed when asked); `weight`: per-class weights (--balance
-    weights), a tensor on the training device."""
-    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+    weights), a tensor on the training device. Several labels per image: fastai's
+    BCEWithLogitsLossFlat (a sigmoid per label; its `thresh` decides which labels `predict` returns)."""
+    from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 
+    if multi:
+        return BCEWithLogitsLossFlat()
     if label_smoothing > 0:
         return LabelSmoothingCrossEntropyFlat(eps=label_smoothing, weight=weight)
     return CrossEntropyLossFlat(weight=weight)
@@ -38,15 +41,14 @@ def build_learner(dls, weights: Weights | str = "none", label_smoothing: float =
     body starts frozen, as fastai's pretrained=True does; `body_layers` > 0 keeps only its first
     convolutions."""
     import fastai.callback.all  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find, to_fp16)
-    from fastai.metrics import F1Score, accuracy
     from fastai.vision.learner import vision_learner
     from torchvision.models import alexnet
 
     w = weights if isinstance(weights, Weights) else resolve_weights(weights)
+    multi = getattr(dls, "multi", False)
     learn = vision_learner(
-        dls, alexnet, pretrained=False, loss_func=make_loss(label_smoothing),
-        metrics=metrics or [accuracy, F1Score(average="macro")], path=path, model_dir="models", cbs=cbs, wd=wd,
-        ps=head_dropout,
+        dls, alexnet, pretrained=False, loss_func=make_loss(label_smoothing, multi=multi),
+        metrics=metrics or default_metrics(multi), path=path, model_dir="models", cbs=cbs, wd=wd, ps=head_dropout,
     )
     if w.kind == "none":
         log("weights: random init")
@@ -60,6 +62,14 @@ def build_learner(dls, weights: Weights | str = "none", label_smoothing: float =
         log(f"body: the first {body_layers} convolution(s) kept, the other {reset} re-initialised (--body-layers)")
     learn.freeze()
     return learn
+
+
+def default_metrics(multi: bool) -> list:
+    """accuracy and macro F1; for several labels per image fastai's accuracy_multi and F1ScoreMulti
+    (each label above 0.5, until the per-label thresholds are chosen after training)."""
+    from fastai.metrics import F1Score, F1ScoreMulti, accuracy, accuracy_multi
+
+    return [accuracy_multi, F1ScoreMulti(average="macro")] if multi else [accuracy, F1Score(average="macro")]
 
 
 def quiet(learn):

@@ -93,7 +93,7 @@ def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print,
     part_pkl, part_bundle = (p.with_name(f".{p.name}.part{os.getpid()}") for p in (pkl, bundle))
     try:
         with _export_errors(pkl.parent):
-            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl)
+            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl, thresholds_of(run) if ds.multi else None)
             write_bundle(model, run, cfg, meta, part_bundle, ds)
             publish(part_pkl, pkl)  # the name is taken only if free: a concurrent export stops here
             _publish_dir(part_bundle, bundle, pkl)
@@ -180,7 +180,7 @@ def stock_dls(ds, cfg, vocab: list[str]):
     Normalize with ImageNet statistics) and the app's decoder, carried as source: same vocab, size,
     normalisation and decoding as training, and nothing that imports this package, so the pickle
     loads wherever fastai does."""
-    from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
+    from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, TransformBlock
     from fastai.data.transforms import IntToFloatTensor, RandomSplitter
 
     from ..data.loaders import batch_augs, norm, resize_tfm
@@ -188,15 +188,18 @@ def stock_dls(ds, cfg, vocab: list[str]):
 
     picks = [next(i for i in ds.items if i.split == s) for s in ("train", "val")]
     images = TransformBlock(type_tfms=make_decoder(), batch_tfms=IntToFloatTensor)  # ImageBlock, our decoder
+    labels = MultiCategoryBlock(vocab=vocab) if ds.multi else CategoryBlock(vocab=vocab, sort=False)
     block = DataBlock.from_columns(
-        blocks=(images, CategoryBlock(vocab=vocab, sort=False)), splitter=RandomSplitter(0.5, seed=0),
+        blocks=(images, labels), splitter=RandomSplitter(0.5, seed=0),
         item_tfms=resize_tfm(cfg, cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
     )
-    items = ([str(i.path) for i in picks], [vocab[i.label] for i in picks])
-    return block.dataloaders(items, path=ds.root, bs=2, num_workers=0)
+    ys = [[vocab[k] for k in i.labels] if ds.multi else vocab[i.label] for i in picks]
+    dls = block.dataloaders(([str(i.path) for i in picks], ys), path=ds.root, bs=2, num_workers=0)
+    dls.multi = ds.multi
+    return dls
 
 
-def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
+def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path, thresholds: list[float] | None = None) -> None:
     """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
     would still name a module of this package."""
     from ..model.learner import build_learner
@@ -206,6 +209,8 @@ def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
                           head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
     learn.model.load_state_dict(model.state_dict())
     learn.unfreeze()
+    if ds.multi:  # fastai's BCEWithLogitsLossFlat decodes with `thresh`: one per label, so predict() uses them
+        learn.loss_func.thresh = torch.tensor(thresholds)
     learn.export(pkl.resolve())
     foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
     if foreign:
@@ -238,7 +243,8 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
     classes = meta.get("classes") or []
     n = norm()
     mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
-    diff = export_onnx(model, cfg.size, bundle / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
+    onnx_model = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval() if ds.multi else model  # probabilities out
+    diff = export_onnx(onnx_model, cfg.size, bundle / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
     info = {
         "format": BUNDLE_FORMAT,
         "architecture": _architecture(model, len(classes), len(state)),
@@ -250,6 +256,9 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
                  "dynamic_batch": True, "max_abs_diff_vs_torch": diff},
         "metrics": _metrics(run),
+        **({"task": "multi-label", "thresholds": thresholds_of(run),
+            "output": "probabilities: a sigmoid per label in the ONNX model; a label is predicted at or above its "
+                      "threshold (chosen on the validation set)"} if ds.multi else {}),
         "weights": meta.get("weights_used", cfg.weights),
         "data_fingerprint": meta.get("data_fingerprint"),
         "data": cfg.data,
@@ -273,9 +282,18 @@ def _architecture(model, n_classes: int, n_keys: int) -> dict:
     }
 
 
+def thresholds_of(run: Path) -> list[float]:
+    """A multi-label run's per-label thresholds, as its evaluation chose them on the validation set."""
+    m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    if "thresholds" not in m:
+        raise RunError(f"{run} has no per-label thresholds yet: evaluate it first (python -m app evaluate {run})")
+    return m["thresholds"]
+
+
 def _metrics(run: Path) -> dict:
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
-    return {k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n", "tta") if k in m}
+    keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro", "map", "hamming_loss", "n", "tta")
+    return {k: m[k] for k in keys if k in m}
 
 
 def _lib_versions() -> dict:

@@ -51,15 +51,30 @@ class BundlePredictor:
         if len(outputs) != 2 or (isinstance(outputs[1], int) and outputs[1] != len(self.classes)):
             raise ModelError(f"{bundle / 'model.onnx'} gives {outputs[1:]} outputs per image but "
                              f"{bundle / 'model.json'} lists {len(self.classes)} classes")
+        self.thresholds = label_thresholds(self.meta, self.classes, bundle / "model.json")
 
     def load(self, path: Path) -> np.ndarray:
         return load_square(path, self.size, self.resize)
 
     def probs(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return softmax(self.logits(arrays))
+        """Class probabilities (softmax); a multi-label bundle's ONNX model ends in a sigmoid per label."""
+        out = self.logits(arrays)
+        return out if self.thresholds is not None else softmax(out)
 
     def logits(self, arrays: list[np.ndarray]) -> np.ndarray:
         return self.sess.run(None, {self.sess.get_inputs()[0].name: to_input(arrays, self.mean, self.std)})[0]
+
+
+def label_thresholds(meta: dict, classes: list[str], where) -> np.ndarray | None:
+    """A multi-label model's per-label thresholds (None: one class per image); one line when they do
+    not match its classes."""
+    if meta.get("task") != "multi-label":
+        return None
+    t = meta.get("thresholds")
+    if not isinstance(t, list) or len(t) != len(classes) or not all(isinstance(x, (int, float)) for x in t):
+        raise ModelError(f"{where}: a multi-label model needs one threshold per class ({len(classes)}), found "
+                         f"{len(t) if isinstance(t, list) else t!r}")
+    return np.asarray(t, dtype=np.float64)
 
 
 class PicklePredictor:
@@ -82,6 +97,9 @@ class PicklePredictor:
         except Exception as e:
             raise ModelError(f"cannot load learner pickle {pkl}: {first_line(e)}") from None
         self.classes = list(self.learn.dls.vocab)
+        thresh = getattr(self.learn.loss_func, "thresh", None)  # fastai's BCEWithLogitsLossFlat: multi-label
+        self.thresholds = None if thresh is None else np.broadcast_to(np.asarray(thresh, dtype=np.float64),
+                                                                     (len(self.classes),)).copy()
 
     def load(self, path: Path):
         return self.wrap(open_rgb(path))  # decoded the app's way once; fastai's item transforms resize it
@@ -139,8 +157,7 @@ def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | Non
             if ok:
                 probs = pred.probs([a for _, a in ok])
                 for (p, _), pr in zip(ok, probs):
-                    order = np.argsort(-pr)[:k]
-                    results.append({"path": str(p), "top": [(pred.classes[i], float(pr[i])) for i in order]})
+                    results.append(_result(p, pr, pred, k))
             if ctx:
                 ctx.advance(task, len(loaded))
     if results and csv_path:  # written (whole, under a free name) before anything is printed
@@ -153,6 +170,15 @@ def predict_path(model: Path, target: Path, top_k: int = 3, csv_path: Path | Non
     return results
 
 
+def _result(path, pr, pred, k: int) -> dict:
+    """One image: its top-k classes; a multi-label model's: also every label at or above its threshold."""
+    order = np.argsort(-pr)[:k]
+    r = {"path": str(path), "top": [(pred.classes[i], float(pr[i])) for i in order]}
+    if pred.thresholds is not None:
+        r["labels"] = [(pred.classes[i], float(pr[i])) for i in np.argsort(-pr) if pr[i] >= pred.thresholds[i]]
+    return r
+
+
 class _Null:
     def __enter__(self):
         return self
@@ -163,15 +189,20 @@ class _Null:
 
 def _write_jsonl(results, f) -> None:
     for r in results:
-        f.write(json.dumps({"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}))
+        row = {"path": r["path"], "predictions": [{"class": c, "probability": p} for c, p in r["top"]]}
+        if "labels" in r:
+            row["labels"] = [{"class": c, "probability": p} for c, p in r["labels"]]
+        f.write(json.dumps(row))
         f.write("\n")
 
 
 def _write_csv(results, f, k: int) -> None:
     w = csv.writer(f)
-    w.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"prob_{i}")])
+    multi = bool(results) and "labels" in results[0]
+    w.writerow(["path"] + (["labels"] if multi else []) + [c for i in range(1, k + 1) for c in (f"class_{i}", f"prob_{i}")])
     for r in results:
-        w.writerow([r["path"]] + [v for c, p in r["top"] for v in (c, f"{p:.6f}")])
+        labels = [";".join(c for c, _ in r["labels"])] if multi else []
+        w.writerow([r["path"]] + labels + [v for c, p in r["top"] for v in (c, f"{p:.6f}")])
 
 
 def _print(results, skipped, console, many: bool, base: Path | None = None) -> None:
@@ -184,11 +215,15 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
     shown = results[:20] if many and len(results) > 20 else results
     t = None
     if len(results) == 1:
-        t = Table(title=Text(results[0]["path"]), title_justify="left")
+        r = results[0]
+        t = Table(title=Text(r["path"]), title_justify="left")
         t.add_column("class")
         t.add_column("probability", justify="right")
-        for c, p in results[0]["top"]:
-            t.add_row(Text(c), f"{p:.4f}")
+        if "labels" in r:
+            t.add_column("predicted (its threshold)")
+        chosen = {c for c, _ in r.get("labels", [])}
+        for c, p in r["top"] if "labels" not in r else sorted({*r["top"], *r["labels"]}, key=lambda x: -x[1]):
+            t.add_row(Text(c), f"{p:.4f}", *(["yes" if c in chosen else ""] if "labels" in r else []))
     elif results:
         t = Table(title=Text(str(base)) if base else None, title_justify="left")
         t.add_column("image", overflow="fold")
@@ -198,6 +233,8 @@ def _print(results, skipped, console, many: bool, base: Path | None = None) -> N
         for r in shown:
             c, p = r["top"][0]
             rest = ", ".join(f"{c2} {p2:.2f}" for c2, p2 in r["top"][1:])
+            if "labels" in r:  # multi-label: the label set, each above its own threshold
+                c, p = "; ".join(c2 for c2, _ in r["labels"]) or "(none)", max([p2 for _, p2 in r["labels"]] or [0.0])
             name = str(Path(r["path"]).relative_to(base)) if base else r["path"]
             t.add_row(Text(name), Text(c), f"{p:.4f}", Text(rest))
     if t is not None:

@@ -13,7 +13,7 @@ from ..model.weights import check_weights
 
 
 def precheck(out=None, resume=None, weights: str | None = None, data=None, export: bool = False, labels=None,
-             valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto") -> None:
+             valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", label_delim=None) -> None:
     """--resume names a run whose settings and checkpoint load; --out does not exist and can be made;
     --weights and --data exist and look right (in any accepted layout); the exports a finished run
     would write are free."""
@@ -32,7 +32,7 @@ def precheck(out=None, resume=None, weights: str | None = None, data=None, expor
     check_writable(Path(out) if out else runs_root() / "run", "create the run directory")
     check_weights(weights)
     if data:
-        detect(Path(data), labels, valid_pct, split_seed, layout)
+        detect(Path(data), labels, valid_pct, split_seed, layout, label_delim=label_delim)
 
 
 def _checkpoint_loads(run: Path) -> None:

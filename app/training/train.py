@@ -209,7 +209,8 @@ def _fit(learn, s: RunContext, start_epoch: int, ckpt) -> float:
 def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: float | None = None) -> float | None:
     """One phase with its callbacks; returns the best score so far."""
     cfg, off, run = s.cfg, ph["offset"], s.run
-    saver = Checkpoint(run / "models", off, ph["name"], best=best)
+    monitor = "f1_score" if getattr(s.dls, "multi", False) else "accuracy"  # multi-label: macro F1 at 0.5
+    saver = Checkpoint(run / "models", off, ph["name"], monitor=monitor, best=best)
     cbs = [
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
         HistoryCSV(run / "history.csv", off, ph["name"], log=s.log, started=s.fit_started),
