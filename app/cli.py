@@ -109,8 +109,9 @@ RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop 
               show_default="crop")
 
 
-PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU: fp32 for now). "
-                 "config.json records what ran and whether this CPU has native bf16.", typ=Optional[str],
+PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU with native bf16 under "
+                 "--time: fp32 and bf16 timed on the run's own model, bf16 when 1.2x faster; else fp32). "
+                 "config.json records what ran, the two rates and whether this CPU has native bf16.", typ=Optional[str],
                  show_default="auto")
 
 
@@ -397,6 +398,12 @@ B_KEEP = Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instea
                                                   "loaded for a minute mid-run: does it end within its budget?")]
 B_BF16 = Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
                                        "end, interleaved rounds (the first is a warm-up).")]
+B_SCAN = Annotated[bool, typer.Option("--scan", help="Instead: the first scan of a dataset (headers, the decoded "
+                                       "cache's one decode, a full check, a warm re-scan) on Imagenette and Tiny "
+                                       "ImageNet (with --data: that dataset).")]
+B_PRECISION_BUDGET = Annotated[Optional[float], typer.Option("--precision-budget", min=1.0, help="Instead: the main "
+                                                              "job (train --time MINUTES) in fp32 and in bf16, "
+                                                              "--seeds seeds each, at equal budget.")]
 B_BF16_ACCURACY = Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
                                                 "--epochs, --seeds seeds, on --images training images.")]
 B_SEEDS = Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
@@ -435,6 +442,8 @@ def bench(
     keep: B_KEEP = None,
     bf16: B_BF16 = False,
     bf16_accuracy: B_BF16_ACCURACY = False,
+    scan: B_SCAN = False,
+    precision_budget: B_PRECISION_BUDGET = None,
     seeds: B_SEEDS = 3,
     epochs: B_EPOCHS = None,
     repeats: B_REPEATS = 3,
@@ -456,7 +465,8 @@ def bench(
                 scratch_run=scratch_run)
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, scan=scan,
+        precision_budget=precision_budget)
 
 
 def main(argv: list[str] | None = None) -> int:

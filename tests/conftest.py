@@ -3,6 +3,7 @@ private cache/runs/models folders, and a helper that runs the CLI exactly as a u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -77,8 +78,13 @@ def small_data_72(small_data, tmp_path_factory):
     return dst
 
 
-def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
-    """`python -m app ARGS` in a new process, as a user types it."""
+def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None, fresh=False):
+    """`python -m app ARGS` as a user types it: in this process (`cli`: the same main(), no interpreter
+    start and torch import per call), or with `fresh` in a new process, where the process itself is
+    what is tested (imports, signals, warnings printed, the environment it starts with)."""
+    if not fresh:
+        with _environ(env):
+            return cli(*args, cwd=cwd, input=input, check=check)
     e = {**os.environ, **(env or {})}
     p = subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=cwd, env=e, capture_output=True,
                        text=True, timeout=timeout, input=input)
@@ -87,28 +93,41 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
     return p
 
 
+@contextlib.contextmanager
+def _environ(env):
+    old = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def cli(*args, cwd=None, input=None, check=False):
     """`python -m app ARGS` in this process (no interpreter start, no torch import per call): what a
     user sees (stdout, stderr, exit code) as a CompletedProcess. Use run_cli where the process itself
     is what is tested (signals, a fresh interpreter, imports)."""
-    import contextlib
     import io
 
     from app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    stdin = sys.stdin
+    old, stdin, argv0 = os.getcwd(), sys.stdin, sys.argv[0]
     try:
         if cwd:
             os.chdir(cwd)
         if input is not None:
             sys.stdin = io.StringIO(input)
+        sys.argv[0] = "app/__main__.py"  # the usage lines say `python -m app`, as for a user
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main([str(a) for a in args])
     finally:
         os.chdir(old)
-        sys.stdin = stdin
+        sys.stdin, sys.argv[0] = stdin, argv0
     p = subprocess.CompletedProcess(["python", "-m", "app", *map(str, args)], rc, out.getvalue(), err.getvalue())
     if check and rc != 0:
         raise AssertionError(f"exit {rc}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")

@@ -8,10 +8,18 @@ from .speed import run_speed
 
 def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, device="auto", repeats=3,
         scale=False, transfer=False, budget=None, compile=False, bf16=False, bf16_accuracy=False, keep=None,
-        seeds=3, epochs=None, transfer_options: dict | None = None) -> dict:
+        seeds=3, epochs=None, transfer_options: dict | None = None, scan=False, precision_budget=None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     log = console.print if console else print
-    if scale:
+    if scan:
+        from .startup import run_scan
+
+        res = run_scan(data, log=log)
+    elif precision_budget:
+        from .main_job import run_precision_budget
+
+        res = run_precision_budget(data, precision_budget, seeds, log=log)
+    elif scale:
         from .scale import run_scale
 
         res = run_scale(log=log, device=device)

@@ -15,6 +15,21 @@ def process_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+class Phases:
+    """When each step before fitting ended, in seconds since the process started (what the user
+    waited): one command per process, reset when it begins. config.json records them ("phases")."""
+
+    marks: dict[str, float] = {}
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.marks = {}
+
+    @classmethod
+    def mark(cls, name: str) -> None:
+        cls.marks[name] = round(process_seconds(), 1)
+
+
 def rss_mb() -> float:
     """Peak resident memory of this process in MB: Windows' peak working set, Linux's VmHWM, and
     elsewhere (macOS) the current RSS, which psutil reports everywhere; never less than that."""

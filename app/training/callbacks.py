@@ -43,6 +43,20 @@ class EpochAware(Callback):
         self.skipped = True
 
 
+class FirstBatch(Callback):
+    """Calls `then()` once, when the first training batch is about to run (the phases' last mark)."""
+
+    order = -50
+
+    def __init__(self, then):
+        self.then = then
+
+    def before_batch(self):
+        if self.training and self.then is not None:
+            then, self.then = self.then, None
+            then()
+
+
 class HistoryCSV(CSVLogger, EpochAware):
     """fastai's CSVLogger, one row per global epoch (with phase and size), across phases and resumes.
     fastai's `time` is the epoch's own duration (mm:ss); `elapsed_s` is the seconds of fitting since

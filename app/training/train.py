@@ -19,12 +19,21 @@ import torch
 from ..core import ranks as dist
 from ..core.config import TrainConfig
 from ..core.errors import Interrupted, UsageError
-from ..core.host import rss_mb
+from ..core.host import Phases, rss_mb
 from ..core.rundir import update_config
 from ..model.learner import build
 from ..model.weights import Weights, resolve_weights, torch_load
 from .after_fit import Finish
-from .callbacks import BatchLog, Checkpoint, FinalPreds, HistoryCSV, ProgressiveResize, RestoreSmoothLoss, ValidEvery
+from .callbacks import (
+    BatchLog,
+    Checkpoint,
+    FinalPreds,
+    FirstBatch,
+    HistoryCSV,
+    ProgressiveResize,
+    RestoreSmoothLoss,
+    ValidEvery,
+)
 from .context import RunContext, open_run
 from .distributed import distributed
 from .epochs import phases, total_epochs
@@ -37,6 +46,7 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
     """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained."""
     from .lr_find import lr_from_run
 
+    Phases.reset()
     if resume:
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
@@ -74,6 +84,7 @@ def _fit_size(cfg: TrainConfig, console, progress):
 
     data = resolve_data(cfg.data, progress)
     ds = scan_for(cfg.replace(data=str(data)), progress=progress)
+    Phases.mark("scanned")
     side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
     if fitted.size != cfg.size and console:
@@ -100,6 +111,7 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
         shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
     learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights, progress=progress)
+    Phases.mark("model_built")
     if s.cfg.min_freeze_steps and not resume:
         s.cfg = _size_frozen_phase(s)
     if s.cfg.time and not resume:
@@ -136,16 +148,18 @@ def _size_frozen_phase(s: RunContext) -> TrainConfig:
 
 
 def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
-    """--time: this machine measured, the epochs planned (on rank 0, shared with the others) and
-    written into config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
+    """--time: this machine measured (in the precision it trains fastest in, for auto on a CPU with
+    native bf16), the epochs planned (on rank 0, shared with the others) and written into
+    config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
     from .budget import measure, plan
     from .keeper import start_budget
 
     p, n_train = None, len(s.ds.split("train")) // dist.world_size()
     passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
+    known = _auto_precision(learn, s)
     if dist.is_rank0():
-        speeds = measure(learn, s.cfg, s.device, s.run / "models")
+        speeds = measure(learn, s.cfg, s.device, s.run / "models", known=known)
         try:
             p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:
@@ -158,8 +172,29 @@ def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     if dist.is_rank0():
         update_config(s.run, config=cfg.to_dict(), plan=p.to_dict())
     s.log(p.summary)
+    Phases.mark("planned")
     s.plan, s.budget = p, start_budget(s.cfg, cfg, p, s.run, n_train, len(s.ds.split("val")))
     return cfg
+
+
+def _auto_precision(learn, s: RunContext) -> dict:
+    """--precision auto on a CPU with native bf16 under --time: fp32 and bf16 timed here, the faster
+    by a clear margin taken (said in a line, recorded in config.json); returns the chosen precision's
+    measured training rate ({size: img/s}) for the plan."""
+    from ..core.device import cpu_bf16
+    from ..model.callbacks import CpuBf16
+    from .budget import choose_precision, describe_choice
+
+    if s.requested_precision != "auto" or s.device.type != "cpu" or not cpu_bf16()["native"]:
+        return {}
+    choice = dist.broadcast(choose_precision(learn, s.cfg, s.device) if dist.is_rank0() else None)
+    if choice["chosen"] == "bf16":
+        learn.add_cb(CpuBf16())
+        s.cfg = s.cfg.replace(precision="bf16")
+    if dist.is_rank0():
+        update_config(s.run, config=s.cfg.to_dict(), precision_choice=choice)
+    s.log(describe_choice(choice))
+    return {s.cfg.size: choice[f"{choice['chosen']}_img_s"]}
 
 
 def _checkpoint(run: Path) -> tuple[dict | None, int]:
@@ -211,6 +246,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     cfg, off, run = s.cfg, ph["offset"], s.run
     saver = Checkpoint(run / "models", off, ph["name"], best=best)
     cbs = [
+        FirstBatch(lambda: _first_batch(s)),
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
         HistoryCSV(run / "history.csv", off, ph["name"], log=s.log, started=s.fit_started),
         BatchLog(run / "batches.csv", off),
@@ -243,6 +279,18 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
         s.log(f"{ph['name']}: fit_one_cycle({ph['epochs']} epochs, lr={ph['lr']}) from epoch {off + skip}")
         learn.fit_one_cycle(ph["epochs"], ph["lr"], wd=cfg.wd, cbs=cbs, start_epoch=skip, **kw)
     return saver.best
+
+
+def _first_batch(s: RunContext) -> None:
+    """The last mark before fitting: how long the user waited for the first batch, and where it went."""
+    if "first_batch" in Phases.marks:
+        return
+    Phases.mark("first_batch")
+    if dist.is_rank0():
+        update_config(s.run, phases=dict(Phases.marks))
+        m = Phases.marks
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in m.items() if k != "first_batch")
+        s.log(f"first batch at {m['first_batch']:.1f}s after the command started ({steps})")
 
 
 def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
