@@ -159,18 +159,25 @@ def center_crop_resize(im: Image.Image, size: int) -> Image.Image:
     return im
 
 
+PAD_PRESHRINK = 4  # pad_resize first shrinks an image whose long side is over this many times the size
+
+
 def pad_resize(im: Image.Image, size: int) -> Image.Image:
-    """fastai's `Resize(size, method='pad', pad_mode='zeros')`: the whole image kept, centred on a
-    black square. The long side is brought to `size` first and then padded (fastai pads to the long
-    side, then resizes: the same picture, but a 20000 x 1000 image would be a 1.2 GB canvas first)."""
+    """fastai's `Resize(size, method='pad', pad_mode='zeros')`: padded to a square with black
+    (centred), then resized: the whole image is kept. An image whose long side is over
+    PAD_PRESHRINK x `size` is shrunk to that first (antialiased), so the square is never huge: a
+    20000 x 1000 image would otherwise be a 1.2 GB canvas; smaller ones are fastai's exactly."""
     w, h = im.size
+    if max(w, h) > PAD_PRESHRINK * size:
+        f = PAD_PRESHRINK * size / max(w, h)
+        im = im.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR)
+        w, h = im.size
     side = max(w, h)
-    if (w, h) == (side, side):
-        return im.resize((size, size), Image.BILINEAR) if side != size else im
-    nw, nh = max(1, round(w * size / side)), max(1, round(h * size / side))
-    square = Image.new("RGB", (size, size))
-    square.paste(im.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
-    return square
+    if (w, h) != (side, side):
+        square = Image.new("RGB", (side, side))
+        square.paste(im, (int(0.5 * (side - w)), int(0.5 * (side - h))))
+        im = square
+    return im.resize((size, size), Image.BILINEAR) if im.size != (size, size) else im
 
 
 def squish_resize(im: Image.Image, size: int) -> Image.Image:
