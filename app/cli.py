@@ -475,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*Consider using tensor\.detach\(\) first")
+    from .core.host import command_started
+
+    command_started()  # the time budget counts from here (from the process's start for its first command)
     cmd = typer.main.get_command(app)
     usage_error = _click_errors()
     prog = Path(sys.argv[0]).name if not sys.argv[0].endswith(("__main__.py", "-c")) else "python -m app"

@@ -115,8 +115,13 @@ def cli(*args, cwd=None, input=None, check=False):
 
     from app.cli import main
 
+    from app import cli as app_cli
+
     out, err = io.StringIO(), io.StringIO()
     old, stdin, argv0 = os.getcwd(), sys.stdin, sys.argv[0]
+    environ, widths = dict(os.environ), (app_cli.console.width, app_cli.err_console.width)
+    # as piped output gets it (core/paths.py console_width), COLUMNS as rich reads it at start
+    app_cli.console.width = app_cli.err_console.width = int(os.environ.get("COLUMNS") or 160)
     try:
         if cwd:
             os.chdir(cwd)
@@ -128,6 +133,9 @@ def cli(*args, cwd=None, input=None, check=False):
     finally:
         os.chdir(old)
         sys.stdin, sys.argv[0] = stdin, argv0
+        app_cli.console.width, app_cli.err_console.width = widths
+        os.environ.clear()  # what a command set for itself (a bench's private cache) ends with it
+        os.environ.update(environ)
     p = subprocess.CompletedProcess(["python", "-m", "app", *map(str, args)], rc, out.getvalue(), err.getvalue())
     if check and rc != 0:
         raise AssertionError(f"exit {rc}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
