@@ -324,7 +324,8 @@ class TrackStep(EpochAware):
             return super().__call__(event_name)
         except Exception as e:  # a tracker that breaks mid-run never stops the training
             self.failed = True
-            self.log_fn(f"track: {self.tracker} stopped logging ({first_line(e, 200)}); training goes on without it")
+            why = first_line(str(e).split("\n\t")[-1], 200)  # fastai's "Exception occured in ..." prefix off
+            self.log_fn(f"track: {self.tracker} stopped logging at {event_name} ({why}); training goes on without it")
 
 
 class TensorBoardSteps(TrackStep):

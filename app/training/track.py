@@ -71,7 +71,7 @@ def run_params(cfg, meta: dict) -> dict:
     plan = {f"plan.{k}": v for k, v in (meta.get("plan") or {}).items() if isinstance(v, (int, float, str))
             and k != "summary"}
     return {**cfg.to_dict(), **{f"version.{k}": v for k, v in (meta.get("versions") or {}).items()},
-            "weights_used": meta.get("weights_used", cfg.weights), "device": meta.get("device", ""),
+            "weights_used": meta.get("weights_used", cfg.weights), "device_used": meta.get("device", ""),
             "data_fingerprint": meta.get("data_fingerprint", ""), "classes": len(meta.get("classes") or []),
             "world_size": meta.get("world_size", 1), **plan}
 
@@ -194,6 +194,7 @@ def _quiet_mlflow() -> None:
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # each retry would print a line
     for k, v in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
                  ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
         os.environ.setdefault(k, v)
