@@ -47,9 +47,10 @@ def resolve_track(values=None) -> list[str]:
 
 
 def track_names(track=None, resume=None) -> list[str]:
-    """The trackers of a command: --track's (or APP_TRACK's); a resumed run also those it started with."""
+    """The trackers of a command: --track's (or APP_TRACK's); a resumed run also those it started with
+    (unless --track none is typed)."""
     names = resolve_track(track)
-    if resume:
+    if resume and not (track is not None and not names):
         from ..core.rundir import load_config
 
         names = list(dict.fromkeys([*(load_config(resume)[1].get("track") or []), *names]))

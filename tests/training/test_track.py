@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from app.cli import main
-from app.training.track import resolve_track
+from app.training.track import resolve_track, track_names
 
 from ..conftest import assert_one_line_error
 
@@ -186,6 +186,12 @@ def test_track_names_from_the_flag_or_app_track(monkeypatch, capsys, tmp_path):
     assert resolve_track(None) == ["mlflow", "tensorboard"]
     assert resolve_track(["wandb", "tensorboard,wandb"]) == ["wandb", "tensorboard"]
     assert resolve_track(["none"]) == [] and resolve_track("tensorboard,none") == []
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {}, "track": ["wandb"]}))
+    monkeypatch.setenv("APP_TRACK", "")
+    assert track_names(None, run) == ["wandb"] and track_names(["mlflow"], run) == ["wandb", "mlflow"]
+    assert track_names(["none"], run) == []  # a resume told --track none logs nowhere
     rc = main(["fit-one-cycle", "--track", "tensorbored", "--out", str(tmp_path / "run")])
     assert_one_line_error(_Captured(rc, capsys), 2, "tensorbored", "tensorboard, mlflow, wandb")
     assert not (tmp_path / "run").exists()
