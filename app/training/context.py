@@ -32,6 +32,7 @@ class RunContext:
     plan: object = None  # budget.Plan when --time planned the epochs
     budget: object = None  # keeper.Budget: the plan kept as training goes (--time)
     fit_started: float = 0.0  # time.time() when fitting began (a resumed run: minus the seconds done before)
+    track: object = None  # track.Tracking: the experiment trackers this run logs to (--track)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
