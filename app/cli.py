@@ -115,6 +115,14 @@ PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without i
                  show_default="auto")
 
 
+TRACK = _opt("--track", "Also log the run to tensorboard, mlflow and/or wandb (repeat, or comma separated; none: "
+             "off): TensorBoard event files in RUN/tensorboard, MLflow in runs/mlflow.db (or MLFLOW_TRACKING_URI), "
+             "W&B offline in RUN/wandb (WANDB_MODE=online to upload). --resume continues the same tracker runs.",
+             typ=Optional[list[str]], show_default="APP_TRACK, else none")
+CONFIG = _opt("--config", "Settings from a file: a run's config.json (the same recipe again) or a YAML file with "
+              "the options' names as keys (lr: 1e-3, size: 64, ...); options typed beside it win.", typ=Optional[Path])
+
+
 def _weights(default: str):
     return _opt("--weights", "imagenet (torchvision's file: hub cache, else download), auto (imagenet when it can "
                 "be had, else random init), none (random init), a torchvision AlexNet state dict (.pth) or an "
@@ -147,6 +155,7 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "evaluate": _opt("--evaluate/--no-evaluate", "Metrics, figures and report when training ends.", True, typ=bool),
     "tta": TTA,
     "export": _opt("--export/--no-export", "Export the model when training ends.", False, typ=bool),
+    "track": TRACK,
 }
 
 
@@ -156,11 +165,12 @@ FINISH = ("evaluate", "tta", "export")
 def _command(name: str, options: dict, help: str):
     """Register `fn(**options)` as command `name`, its options given as a table (defined once)."""
     def register(fn):
-        params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-                  for k, (a, d) in options.items()]
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                   for k, (a, d) in options.items()]
 
-        def command(**kw):
-            return fn(**kw)
+        def command(ctx, **kw):
+            return fn(**kw, **({"ctx": ctx} if "ctx" in inspect.signature(fn).parameters else {}))
 
         command.__signature__ = inspect.Signature(params)
         command.__name__, command.__doc__ = fn.__name__, help
@@ -189,12 +199,17 @@ def _dataset_args(flags: dict) -> dict:
             "layout": flags.get("layout") or "auto"}
 
 
+def _typed(ctx, values: dict) -> dict:
+    """Only the options typed on the command line (with --config, the file gives the others)."""
+    return {k: v for k, v in values.items() if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+
+
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
     from .training.precheck import precheck
 
     flags = _values(flags)
     precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), export=flags.get("export", False),
-             **_dataset_args(flags))
+             track=flags.get("track"), **_dataset_args(flags))
     from .training.after_fit import Finish
     from .training.train import run_command
 
@@ -225,13 +240,13 @@ def data(
 
 
 @_command("lr-find", {**DATASET, "size": SIZE, "bs": BS, "weights": _weights("none"), "out": OUT,
-                      "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE},
+                      "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE, "track": TRACK},
           help="fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot.")
 def lr_find_cmd(weights, out, preset, **flags):
     from .training.precheck import precheck
 
     flags = _values(flags)
-    precheck(out=out, weights=weights, data=flags.get("data"), **_dataset_args(flags))
+    precheck(out=out, weights=weights, data=flags.get("data"), track=flags.get("track"), **_dataset_args(flags))
     from .training.lr_find import run_lr_find
 
     with _progress() as progress:
@@ -261,10 +276,19 @@ def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
 
 @_command("train", {**DATASET, "balance": BALANCE, "resize": RESIZE, "weights": _weights("auto"), "out": OUT,
                     "preset": PRESET, "epochs": EPOCHS, "time": TIME, "seed": SEED, "device": DEVICE,
-                    "precision": PRECISION, "tta": TTA},
+                    "precision": PRECISION, "tta": TTA, "track": TRACK, "config": CONFIG},
           help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
-               "evaluation, report and export, within --time minutes.")
-def train_cmd(weights, out, preset, tta, **flags):
+               "evaluation, report and export, within --time minutes. --config RUN/config.json trains that "
+               "run's recipe again (on a CPU, the same weights bit for bit).")
+def train_cmd(ctx, weights, out, preset, tta, config, **flags):
+    if config:  # the file's settings, as if typed, under the options typed beside it
+        from .training.presets import with_settings_file
+
+        typed = _typed(ctx, {"weights": weights, "preset": preset, "tta": tta, **_values(flags)})
+        flags = with_settings_file(config, typed)
+        weights, preset, tta = flags.pop("weights", None), flags.pop("preset", "auto"), flags.pop("tta", False)
+        for k in ("export", "evaluate"):  # train always evaluates and exports
+            flags.pop(k, None)
     run = _train("train", preset, weights or "auto", out, None, evaluate=True, tta=tta, export=True, **flags)
     from .core.files import read_json
 

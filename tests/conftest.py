@@ -113,9 +113,8 @@ def cli(*args, cwd=None, input=None, check=False):
     is what is tested (signals, a fresh interpreter, imports)."""
     import io
 
-    from app.cli import main
-
     from app import cli as app_cli
+    from app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     old, stdin, argv0 = os.getcwd(), sys.stdin, sys.argv[0]
@@ -227,3 +226,33 @@ def pytest_unconfigure(config):
     if n:
         tr.write_line(f"{n} tests skipped because the real data is missing: expected at {SHARED} "
                       "(APP_TEST_DATA=PATH points elsewhere)", yellow=True, bold=True)
+
+
+TRACKED_RECIPE = """# a recipe written by hand, with the options' names as keys (train --config)
+data: {data}
+weights: none
+epochs: 2
+size: 64
+bs: 8
+lr: 1e-3
+valid-every: 1
+progressive: none
+track: [tensorboard, mlflow, wandb]
+"""
+
+
+@pytest.fixture(scope="session")
+def tracked(tiny_data, tmp_path_factory):
+    """`train --config recipe.yaml` in this process, logged to all three trackers (W&B offline, MLflow
+    in the default sqlite store beside the runs): the run every tracker-reading test reads back."""
+    from app.cli import main
+
+    base = tmp_path_factory.mktemp("tracked")
+    recipe = base / "recipe.yaml"
+    recipe.write_text(TRACKED_RECIPE.format(data=tiny_data))
+    old = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "WANDB_MODE", "APP_TRACK")}
+    try:
+        assert main(["train", "--config", str(recipe), "--out", str(base / "run")]) == 0
+    finally:
+        os.environ.update({k: v for k, v in old.items() if v is not None})
+    return base / "run"

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-
 _COMMAND_START: list[float] = []  # when this process's current command began (cli.main sets it)
 
 

@@ -34,6 +34,7 @@ class RunContext:
     budget: object = None  # keeper.Budget: the plan kept as training goes (--time)
     fit_started: float = 0.0  # time.time() when fitting began (a resumed run: minus the seconds done before)
     requested_precision: str = "auto"  # --precision as typed (cfg.precision is what runs)
+    track: object = None  # track.Tracking: the experiment trackers this run logs to (--track)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,

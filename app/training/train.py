@@ -42,8 +42,9 @@ from .state import load_opt_state, set_rng_state
 
 
 def run_command(command: str, preset: str = "auto", weights: str | None = None, out=None, resume=None,
-                finish: Finish | None = None, console=None, progress=None, **flags) -> Path:
-    """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained."""
+                finish: Finish | None = None, console=None, progress=None, track=None, **flags) -> Path:
+    """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained
+    (`track`: the --track values, None for APP_TRACK's)."""
     from .lr_find import lr_from_run
 
     Phases.reset()
@@ -51,11 +52,14 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
         moved = {k: flags.get(k) for k in ("data", "labels")}  # the run's dataset where it is now
-        return train(None, resume=str(resume), finish=finish, console=console, progress=progress, moved=moved)
+        return train(None, resume=str(resume), finish=finish, console=console, progress=progress, track=track,
+                     moved=moved)
     from ..core.device import trains_on_cuda
 
     w = resolve_weights(weights, progress=progress)
+    recipe_command = flags.pop("recipe_command", None)  # train --config: the phases its recipe names
     cfg = resolve(command, preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
+    cfg = cfg.replace(command=recipe_command) if recipe_command else cfg
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)
@@ -72,7 +76,7 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
             f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
             f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
     return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress,
-                 ds=ds)
+                 ds=ds, track=track)
 
 
 def _fit_size(cfg: TrainConfig, console, progress):
@@ -94,13 +98,27 @@ def _fit_size(cfg: TrainConfig, console, progress):
 
 
 def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,
-          finish: Finish | None = None, console=None, progress=None, ds=None, moved: dict | None = None) -> Path:
+          finish: Finish | None = None, console=None, progress=None, ds=None, track=None,
+          moved: dict | None = None) -> Path:
     """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned;
+    `track`: the trackers to log to, see track.py; a resumed run also continues those it had;
     `moved`: a resumed run's dataset where it is now)."""
+    from .track import track_names, tracked
+
     info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
     if finish is not None and not resume:
         info["finish"] = asdict(finish)  # a resumed run finishes as the command asked (train: export)
+    names = track_names(track, resume) if dist.is_rank0() else []  # a bad name stops the command here
     s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, moved=moved, **info)
+    with tracked(names, s.run, s.log) as s.track:
+        _train_run(s, weights, resume, finish, progress)
+    dist.barrier()
+    return s.run
+
+
+def _train_run(s: RunContext, weights: Weights | None, resume: str | None, finish: Finish | None, progress) -> None:
+    """The opened run trained: its checkpoint read back (resume), the Learner built, the frozen phase
+    and the time budget sized, every phase fitted, then evaluation, report and export."""
     ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
@@ -124,12 +142,11 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     if ckpt is not None:
         learn.model.load_state_dict(ckpt["model"])
         learn.samples_seen = ckpt.get("samples_seen", 0)
+    s.track.params(s.cfg, resumed=bool(resume))  # the settings as planned
     fit_s = _fit(learn, s, start_epoch, ckpt)
     if s.budget is not None:
         s.cfg = s.budget.cfg  # the epochs as the budget ended up planning them
     _finish(learn, s, fit_s, finish)
-    dist.barrier()
-    return s.run
 
 
 def _size_frozen_phase(s: RunContext) -> TrainConfig:
@@ -254,6 +271,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     ]
     if cfg.valid_every > 1:
         cbs.append(ValidEvery(cfg, off))
+    cbs += s.track.callbacks(off)
     if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
         cbs.append(FinalPreds(off))
     learn.freeze() if ph["freeze"] else learn.unfreeze()
@@ -298,12 +316,16 @@ def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
     peak = rss_mb()
     if not dist.is_rank0():
         return
-    update_config(s.run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak))
+    from .state import model_digest
+
+    update_config(s.run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak),
+                  weights_sha256=model_digest(learn.model))  # `compare` shows two runs that trained alike
     s.log(f"training finished in {fit_s:.0f}s (peak host memory {peak:.0f} MB)")
     from .after_fit import finish_run
 
     with dist.this_process_only():  # evaluation on the whole validation set, in one process
         finish_run(learn, s, finish or Finish())
+    s.track.final()  # metrics, figures, report and bundle into the trackers
 
 
 def _elapsed_before(run: Path) -> float:

@@ -190,7 +190,8 @@ def test_a_first_run_decodes_each_image_once_for_its_verdict_and_its_cache_row(d
     `data` check decodes nothing again."""
     from collections import Counter
 
-    from app.data import cache, images, scan as scan_mod
+    from app.data import cache, images
+    from app.data import scan as scan_mod
     from app.data.loaders import make_dls
 
     victim = sorted((data / "train" / EASY[1]).iterdir())[0]
