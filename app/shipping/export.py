@@ -198,11 +198,13 @@ def stock_dls(ds, cfg, vocab: list[str]):
 
 def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
     """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
-    would still name a module of this package."""
+    would still name a module of this package. Its loss is the plain cross-entropy, whatever smoothing
+    trained it: what a notebook's get_preds(with_loss=True), Interpretation and ImageClassifierCleaner
+    rank by is then -log p(actual), as the app's own top losses are."""
     from ..model.learner import build_learner
     from ..model.weights import Weights
 
-    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), cfg.label_smoothing, log=lambda *_: None,
+    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), 0.0, log=lambda *_: None,
                           head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
     learn.model.load_state_dict(model.state_dict())
     learn.unfreeze()
