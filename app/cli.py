@@ -434,6 +434,14 @@ B_BODY_LAYERS = Annotated[Optional[list[int]], typer.Option("--body-layers", min
                                                              "an arm fine-tuning only the source's first N "
                                                              "convolutions (repeatable).")]
 
+B_EXPORT = Annotated[Optional[Path], typer.Option("--export", help="Instead: export this run in every format that "
+                                                   "runs here and time each (load, batch-1 latency, batch-32 "
+                                                   "throughput) beside torch eager.")]
+B_SERVE = Annotated[Optional[Path], typer.Option("--serve", help="Instead: `serve` this bundle and load it with "
+                                                  "--clients concurrent clients for --seconds.")]
+B_CLIENTS = Annotated[int, typer.Option("--clients", min=1, help="--serve: concurrent clients.")]
+B_SECONDS = Annotated[float, typer.Option("--seconds", min=1.0, help="--serve: how long they send.")]
+
 
 @app.command()
 def bench(
@@ -460,6 +468,10 @@ def bench(
     minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
     body_layers: B_BODY_LAYERS = None,
     scratch_run: B_SCRATCH_RUN = None,
+    export: B_EXPORT = None,
+    serve: B_SERVE = None,
+    clients: B_CLIENTS = 8,
+    seconds: B_SECONDS = 30.0,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
@@ -469,7 +481,8 @@ def bench(
                 scratch_run=scratch_run)
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, export=export,
+        serve=serve, clients=clients, seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 needs no pickle: model.safetensors (weights), model.json (everything needed to rebuild and
 use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch on
 real validation images, through the same preprocessing `predict` runs; refused above
-ONNX_TOLERANCE), and the other formats asked for (`--format`: OpenVINO, Core ML, torch.export,
+formats.ONNX_TOLERANCE), and the other formats asked for (`--format`: OpenVINO, Core ML, torch.export,
 ONNX int8; the table and their checks are in shipping/formats.py), each recorded in model.json.
 
 The pickle is a stock fastai Learner whose image decoder is this app's (shipping/notebook.py):
@@ -30,23 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import ModelError, RunError, first_line
+from ..core.errors import RunError, first_line
 from ..core.files import check_writable, os_reason, publish, read_json, write_json, writing
 from ..core.ranks import unwrap_model
 from ..core.rundir import load_config
 from ..model.bundle import BUNDLE_FORMAT, to_input
+from .formats import ONNX_OPSET, export_onnx, image_arrays  # noqa: F401 (export_onnx: this module's API)
 
-ONNX_OPSET = 17
 RESIZE_WORDS = {  # model.json's words for each fastai ResizeMethod (input.resize_method)
     "crop": "centre crop to square, bilinear resize (fastai Resize, method crop)",
     "squish": "the whole image stretched to square, bilinear (fastai Resize, method squish)",
     "pad": "padded to square with black, centred, then bilinear resize (fastai Resize, method pad, zeros)",
 }
-
-
-# Largest |logit difference| between model.onnx and PyTorch on the sample images that an export
-# accepts (float32 through two runtimes differs by ~1e-6 here; a wrong graph by far more).
-ONNX_TOLERANCE = 1e-3
 
 
 EXPORT_DIR = "export"
@@ -315,56 +310,6 @@ def _lib_versions() -> dict:
 def _sample_inputs(ds, size: int, mean, std, resize: str = "crop", n: int = 32) -> np.ndarray:
     """Real validation images, loaded and preprocessed exactly as `predict` does."""
     return to_input(image_arrays(ds, "val", size, resize, n), mean, std)
-
-
-def image_arrays(ds, split: str, size: int, resize: str = "crop", n: int | None = None) -> list[np.ndarray]:
-    """Up to `n` readable images of `split`, spread evenly over it (every class), decoded as
-    `predict` decodes them: (size, size, 3) uint8."""
-    items = [i for i in ds.items if i.split == split]
-    step = max(1, len(items) // n) if n else 1
-    arrays, _ = load_arrays(items[::step][:n] if n else items, size, resize)
-    if not arrays:
-        raise RunError(f"no readable {split} image in {ds.root} to check the export on")
-    return arrays
-
-
-def load_arrays(items, size: int, resize: str) -> tuple[list[np.ndarray], list]:
-    """The items that decode, as arrays, in threads (Pillow releases the GIL); the rest skipped."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..data.images import BadImage, load_square
-
-    def load(it):
-        try:
-            return it, load_square(it.path, size, resize)
-        except BadImage:
-            return it, None
-
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        done = [(it, a) for it, a in pool.map(load, items) if a is not None]
-    return [a for _, a in done], [it for it, _ in done]
-
-
-def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
-    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`, refused
-    above ONNX_TOLERANCE."""
-    import onnx
-
-    from ..model.bundle import onnx_session
-
-    dummy = torch.zeros(2, 3, size, size)
-    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(onnx.load(str(path)))
-    got = onnx_session(path).run(["logits"], {"input": x})[0]
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    diff = float(np.abs(got - want).max())
-    if not diff <= ONNX_TOLERANCE:  # NaN included
-        raise ModelError(f"the ONNX model's logits differ from PyTorch's by {diff:.3g} (more than {ONNX_TOLERANCE:g}) "
-                         f"on {len(x)} validation images; nothing was exported")
-    return diff
 
 
 def export_run(run: Path, to: Path | None = None, which: str = "last", log=print,

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ModelError, UsageError, first_line
+from ..core.errors import ModelError, RunError, UsageError, first_line
 from ..model.bundle import read_meta, softmax, to_input
 
 FLOAT_TOLERANCE = 1e-3  # max |Δprob| between a float format and torch on the check images
@@ -33,6 +34,10 @@ INT8_MAX_DROP = 1.0  # accuracy points an int8 model may lose on the validation 
 CHECK_IMAGES = 32
 CALIBRATION_IMAGES = 256  # training images int8's static quantization calibrates on
 OV_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}  # OpenVINO's CPU plugin runs bf16 where the CPU has it
+ONNX_OPSET = 17
+# Largest |logit difference| between model.onnx and PyTorch on the sample images that an export
+# accepts (float32 through two runtimes differs by ~1e-6 here; a wrong graph by far more).
+ONNX_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -91,20 +96,67 @@ class Context:
 
     def arrays(self, split: str, n: int | None = None) -> list[np.ndarray]:
         """`n` images of `split` spread over it (decoded as predict decodes them), read once."""
-        from .export import image_arrays
-
         if (split, n) not in self.cache:
             self.cache[split, n] = image_arrays(self.ds, split, self.size, self.resize, n)
         return self.cache[split, n]
 
 
+def image_arrays(ds, split: str, size: int, resize: str = "crop", n: int | None = None) -> list[np.ndarray]:
+    """Up to `n` readable images of `split`, spread evenly over it (every class), decoded as
+    `predict` decodes them: (size, size, 3) uint8."""
+    items = [i for i in ds.items if i.split == split]
+    step = max(1, len(items) // n) if n else 1
+    arrays, _ = load_arrays(items[::step][:n] if n else items, size, resize)
+    if not arrays:
+        raise RunError(f"no readable {split} image in {ds.root} to check the export on")
+    return arrays
+
+
+def load_arrays(items, size: int, resize: str) -> tuple[list[np.ndarray], list]:
+    """The items that decode, as arrays, in threads (Pillow releases the GIL); the rest skipped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..data.images import BadImage, load_square
+
+    def load(it):
+        try:
+            return it, load_square(it.path, size, resize)
+        except BadImage:
+            return it, None
+
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        done = [(it, a) for it, a in pool.map(load, items) if a is not None]
+    return [a for _, a in done], [it for it, _ in done]
+
+
 # ---- writers ---------------------------------------------------------------------------------
+
+
+def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
+    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`, refused
+    above ONNX_TOLERANCE."""
+    import onnx
+    import torch
+
+    from ..model.bundle import onnx_session
+
+    dummy = torch.zeros(2, 3, size, size)
+    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(str(path)))
+    got = onnx_session(path).run(["logits"], {"input": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    diff = float(np.abs(got - want).max())
+    if not diff <= ONNX_TOLERANCE:  # NaN included
+        raise ModelError(f"the ONNX model's logits differ from PyTorch's by {diff:.3g} (more than {ONNX_TOLERANCE:g}) "
+                         f"on {len(x)} validation images; nothing was exported")
+    return diff
 
 
 def _write_onnx(ctx: Context) -> dict:
     """torch.onnx's file, its logits checked against torch's on the same inputs (export_onnx)."""
-    from .export import export_onnx
-
     return {"max_abs_dlogit": export_onnx(ctx.model, ctx.size, ctx.bundle / "model.onnx",
                                           to_input(ctx.arrays("val", CHECK_IMAGES), ctx.mean, ctx.std))}
 
@@ -325,8 +377,6 @@ def _check_int8(fmt: Format, ctx: Context, ref: np.ndarray) -> dict:
     """Top-1 agreement with torch and the accuracy of each on every validation image."""
     run, labels, mine, theirs = fmt.load(ctx.bundle), [], [], []
     val = [i for i in ctx.ds.items if i.split == "val"]
-    from .export import load_arrays
-
     for start in range(0, len(val), 256):
         arrays, ok = load_arrays(val[start : start + 256], ctx.size, ctx.resize)
         labels += [it.label for it in ok]

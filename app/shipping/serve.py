@@ -209,29 +209,31 @@ def status_of(reason: str) -> int:
     return 415 if reason.startswith("not an image") else 422
 
 
-def make_app(model: Model, limits: Limits):
-    """The Starlette application: /predict, /health, /model, every error one line of JSON."""
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
+class Service:
+    """The endpoints over one model, its batcher and a private folder for decoding uploads."""
 
-    state: dict = {}
+    def __init__(self, model: Model, limits: Limits):
+        self.model, self.limits = model, limits
+        self.batcher: Batcher | None = None
+        self.tmp: Path | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        state["batcher"] = Batcher(model.probs, limits)
-        state["tmp"] = Path(tempfile.mkdtemp(prefix="app-serve-"))
-        task = asyncio.create_task(state["batcher"].worker())
+    async def lifespan(self, app):
+        self.batcher = Batcher(self.model.probs, self.limits)
+        self.tmp = Path(tempfile.mkdtemp(prefix="app-serve-"))
+        task = asyncio.create_task(self.batcher.worker())
         try:
             yield
         finally:
             task.cancel()
-            state["batcher"].pool.shutdown(wait=False)
-            shutil.rmtree(state["tmp"], ignore_errors=True)
+            self.batcher.pool.shutdown(wait=False)
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
-    async def predict(request):
+    async def predict(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        model, limits = self.model, self.limits
         top_k = _top_k(request, limits.top_k, len(model.classes))
         files = await uploads(request, await read_body(request, limits), limits)
         if len(files) > limits.max_batch:
@@ -239,19 +241,31 @@ def make_app(model: Model, limits: Limits):
         arrays = []
         for name, data in files:
             try:
-                arrays.append(await run_in_threadpool(model.decode, data, state["tmp"]))
+                arrays.append(await run_in_threadpool(model.decode, data, self.tmp))
             except BadImage as e:
                 raise Refused(status_of(str(e)), f"{name}: {e}") from None
-        probs = await state["batcher"].submit(arrays)
+        probs = await self.batcher.submit(arrays)
         return JSONResponse({"results": [_top(name, p, model.classes, top_k) for (name, _), p in zip(files, probs)]})
 
-    async def health(request):
-        b = state["batcher"]
-        return JSONResponse({"status": "ok", "format": model.format, "queued": b.queue.qsize(),
-                             "queue_limit": limits.queue, **b.stats})
+    async def health(self, request):
+        from starlette.responses import JSONResponse
 
-    async def describe(request):
-        return JSONResponse({**model.describe(), "limits": limits.__dict__})
+        b = self.batcher
+        return JSONResponse({"status": "ok", "format": self.model.format, "queued": b.queue.qsize(),
+                             "queue_limit": self.limits.queue, **b.stats})
+
+    async def describe(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({**self.model.describe(), "limits": self.limits.__dict__})
+
+
+def make_app(model: Model, limits: Limits):
+    """The Starlette application: /predict, /health, /model, every error one line of JSON."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
     async def refused(request, exc):
         return JSONResponse({"error": exc.message}, exc.status, headers=_close(exc.status))
@@ -259,9 +273,9 @@ def make_app(model: Model, limits: Limits):
     async def http_error(request, exc):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code)
 
-    routes = [Route("/predict", predict, methods=["POST"]), Route("/health", health), Route("/model", describe)]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={Refused: refused, HTTPException: http_error})
+    s = Service(model, limits)
+    routes = [Route("/predict", s.predict, methods=["POST"]), Route("/health", s.health), Route("/model", s.describe)]
+    return Starlette(routes=routes, lifespan=s.lifespan, exception_handlers={Refused: refused, HTTPException: http_error})
 
 
 def _close(status: int) -> dict:

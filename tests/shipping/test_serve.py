@@ -143,6 +143,9 @@ def bad_requests(small_data):
         ("a truncated JPEG", {"files": {"file": ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg")}}, 422, "truncated"),
         ("a 20000 x 20000 PNG header", {"files": {"file": ("bomb.png", png_header(20000, 20000), "image/png")}}, 422,
          "bomb.png: too large: Image size (400000000 pixels) exceeds limit"),
+        ("two images, the second truncated", {"files": [("file", ("good.jpg", jpeg, "image/jpeg")),
+                                                          ("file", ("cut.jpg", jpeg[:999], "image/jpeg"))]}, 422,
+         "cut.jpg: truncated file"),
         ("top_k not a number", {"files": {"file": ("a.jpg", jpeg, "image/jpeg")}, "params": {"top_k": "x"}}, 400,
          "top_k"),
     ]
