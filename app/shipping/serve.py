@@ -192,7 +192,7 @@ async def uploads(request, body: bytes, limits: Limits) -> list[tuple[str, bytes
             raise Refused(400, f"bad multipart form: {e.message}") from None
         files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if not isinstance(v, str)]
         await form.close()
-    elif kind.startswith("text/") or kind in ("application/json", "application/x-www-form-urlencoded"):
+    elif kind.startswith("text/") or kind == "application/json":  # (curl --data-binary sends a form type: read)
         raise Refused(415, f"a {kind} body is not an image: send the image's bytes, or multipart form files")
     else:
         files = [("body", body)] if body else []
@@ -321,7 +321,8 @@ def listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a taken port is one line, not uvicorn's exit."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.name == "posix":  # (on Windows the option lets a second server take a port in use)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
