@@ -155,6 +155,8 @@ class Batcher:
 async def read_body(request, limits: Limits) -> bytes:
     """The body, refused unread when its Content-Length is over the limit, cut off as soon as a
     body without one passes it or when it has not all arrived within the timeout."""
+    from starlette.requests import ClientDisconnect
+
     limit = int(limits.max_mb * 2**20)
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
@@ -167,6 +169,8 @@ async def read_body(request, limits: Limits) -> bytes:
             chunk = await asyncio.wait_for(stream.__anext__(), max(0.001, deadline - loop.time()))
         except StopAsyncIteration:
             return b"".join(chunks)
+        except ClientDisconnect:  # nobody to answer; one line in the log, no traceback
+            raise Refused(400, "the client went away before its body arrived") from None
         except TimeoutError:
             raise Refused(408, f"the request body did not arrive within {limits.timeout:g} s (--timeout)") from None
         n += len(chunk)

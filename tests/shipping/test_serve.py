@@ -255,6 +255,14 @@ def test_a_slow_client_is_cut_off_with_408(server, head):
     assert httpx.get(f"{server['url']}/health").status_code == 200
 
 
+def test_a_client_that_leaves_mid_body_does_not_disturb_the_server(server):
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n\xff\xd8"
+    with socket.create_connection(("127.0.0.1", server["port"])) as s:
+        s.sendall(head)
+        time.sleep(0.3)
+    assert httpx.get(f"{server['url']}/health").status_code == 200
+
+
 def test_concurrent_requests_run_through_the_model_together(server, small_data):
     files = val_images(small_data, 4)
     want, classes = expected(server["bundle"], files)
@@ -380,3 +388,10 @@ def test_serve_refuses_a_format_it_cannot_run_torch_free(all_formats):
     _, bundle, _ = all_formats
     assert_one_line_error(run_cli("serve", bundle, "--format", "pt2", timeout=60), 2, "torch-free")
     assert os.path.isdir(bundle)
+
+
+def test_the_server_stops_on_sigint_having_logged_no_traceback(server):
+    """Last in this file: the module's server, after every request above, stopped as a user stops it."""
+    rc, out, err = stop(server["process"])
+    assert rc == 0 and "stopped after" in out, (rc, err[-2000:])
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
