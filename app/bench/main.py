@@ -15,7 +15,7 @@ def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, d
     if export:
         from .formats import run_export_bench
 
-        res = run_export_bench(export, log=log, data=data)
+        res = run_export_bench(export, log=log, data=data, repeats=repeats)
     elif serve:
         from .serve import run_serve_bench
 
