@@ -4,13 +4,16 @@ import json
 
 from app.bench import formats as bench_formats
 
+from .test_serve import small_probe
+
 
 def test_export_bench_times_every_format_that_runs_here(fitted, tmp_path, monkeypatch, capsys):
     from app.cli import main
     from app.shipping.formats import FORMATS
 
-    monkeypatch.setattr(bench_formats, "LATENCY_CALLS", 40)  # the timings are the bench's; here, the plumbing
-    monkeypatch.setattr(bench_formats, "THROUGHPUT_BATCHES", 2)
+    small_probe(monkeypatch)
+    monkeypatch.setattr(bench_formats, "LATENCY_CALLS", 20)  # the timings are the bench's; here, the plumbing
+    monkeypatch.setattr(bench_formats, "THROUGHPUT_BATCHES", 1)
     run, _ = fitted
     out = tmp_path / "export-cpu.json"
     assert main(["bench", "--export", str(run), "--repeats", "2", "--json", str(out)]) == 0
@@ -20,8 +23,8 @@ def test_export_bench_times_every_format_that_runs_here(fitted, tmp_path, monkey
     assert list(res["formats"]) == ["torch-eager", *runnable]
     for name, r in res["formats"].items():
         assert 0 < r["latency_b1_p50_ms"] <= r["latency_b1_p99_ms"], name
-        assert r["throughput_b32_img_s"] > 0 and r["load_s"] > 0 and r["latency_calls"] == 40, name
-        assert r["throughput_images"] == 64 and len(r["per_round"]) == 2
+        assert r["throughput_b32_img_s"] > 0 and r["load_s"] > 0 and r["latency_calls"] == 20, name
+        assert r["throughput_images"] == 32 and len(r["per_round"]) == 2
         assert abs(r["throughput_b32_img_s"] - max(x["throughput_b32_img_s"] for x in r["per_round"])) < 0.01
     assert set(res["checks"]) == set(runnable)  # each timed file passed its export check first
     assert all(res["checks"][n]["max_abs_dprob"] <= 1e-3 for n in ("onnx", "openvino", "pt2"))

@@ -1,15 +1,25 @@
 """bench --serve: a real `serve` process under concurrent clients, its numbers checked against what
 the server itself counted."""
 
+import functools
 import json
 
 import psutil
 
 
-def test_serve_bench_loads_a_real_server_and_counts_what_it_served(fitted, tmp_path, capsys):
+def small_probe(monkeypatch):
+    """The host probe as the bench runs it, at 64 px and bs 8 (the test checks the plumbing; the
+    bench's own JSON holds the 128-px reading)."""
+    from app.bench import keep
+
+    monkeypatch.setattr(keep, "model_only_img_s", functools.partial(keep.model_only_img_s, size=64, bs=8))
+
+
+def test_serve_bench_loads_a_real_server_and_counts_what_it_served(fitted, tmp_path, capsys, monkeypatch):
     from app.cli import main
     from app.shipping.export import export_run
 
+    small_probe(monkeypatch)
     run, _ = fitted
     _, bundle = export_run(run, tmp_path / "m.pkl", log=lambda *_: None)
     out = tmp_path / "serve.json"
