@@ -30,7 +30,10 @@ def run_serve_bench(bundle: Path, clients: int = 8, seconds: float = 30.0, data=
     from ..core.rundir import device_info, versions
     from ..data.scan import scan
     from ..model.bundle import read_meta
+    from ..shipping.formats import need
     from .keep import model_only_img_s
+
+    need("bench --serve", "httpx", "uvicorn", "starlette", "multipart")
 
     meta = read_meta(bundle)
     root = Path(data or meta.get("data") or "")

@@ -75,10 +75,15 @@ def parse_formats(names) -> tuple[str, ...]:
         raise UsageError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(BY_NAME)}")
     chosen = ["onnx"] + [n for n in dict.fromkeys(names) if n != "onnx"]
     for n in chosen:
-        missing = [m for m in BY_NAME[n].needs if importlib.util.find_spec(m) is None]
-        if missing:
-            raise UsageError(f"--format {n} needs {', '.join(missing)}: pip install .[ship]")
+        need(f"--format {n}", *BY_NAME[n].needs)
     return tuple(chosen)
+
+
+def need(what: str, *modules: str) -> None:
+    """One line naming the extra when `modules` are not installed (they come with .[ship])."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"{what} needs {', '.join(missing)}: pip install .[ship]")
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 from ..core.errors import ModelError, RunError, UsageError
 from ..data.images import BadImage, load_square
 from ..model.bundle import read_meta, softmax, to_input
-from .formats import BY_NAME, load_runner
+from .formats import BY_NAME, load_runner, need
 
 SERVABLE = ("onnx", "onnx-int8", "openvino")  # the torch-free runtimes of the formats table
 
@@ -356,6 +356,7 @@ def _term_as_interrupt():
 def serve_bundle(bundle: Path, host: str = "127.0.0.1", port: int = 8000, fmt: str = "onnx",
                  limits: Limits = Limits(), log=print) -> dict:
     """`python -m app serve BUNDLE`: serves until Ctrl-C (SIGINT) or SIGTERM, then stops cleanly."""
+    need("serve", "uvicorn", "starlette", "multipart", *BY_NAME.get(fmt, BY_NAME["onnx"]).needs)
     import uvicorn
 
     model = Model(bundle, fmt)

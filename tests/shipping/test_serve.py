@@ -395,3 +395,15 @@ def test_the_server_stops_on_sigint_having_logged_no_traceback(server):
     rc, out, err = stop(server["process"])
     assert rc == 0 and "stopped after" in out, (rc, err[-2000:])
     assert "Traceback" not in err and "Error" not in err, err[-2000:]
+
+
+def test_serve_without_its_extra_is_one_line(all_formats, monkeypatch, capsys):
+    import importlib.util
+
+    from app.cli import main
+
+    _, bundle, _ = all_formats
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "uvicorn" else real(n, *a))
+    assert main(["serve", str(bundle), "--port", str(free_port())]) == 2
+    assert capsys.readouterr().err.strip() == "error: serve needs uvicorn: pip install .[ship]"
