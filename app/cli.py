@@ -374,11 +374,13 @@ def export(
     to: Annotated[Optional[Path], typer.Option("--to", help="Path of the learner pickle (.pkl); the bundle goes beside it.",
                                                show_default="RUN/export/<run-name>.pkl")] = None,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
+    formats: Annotated[str, typer.Option("--format", help="Model files in the bundle, comma separated: onnx, "
+                                         "onnx-int8, openvino, coreml, pt2 (each checked against PyTorch).")] = "onnx",
 ):
     """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
     from .shipping.export import export_run
 
-    export_run(run, to, which=which.value, log=console.print)
+    export_run(run, to, which=which.value, log=console.print, formats=formats.split(","))
 
 
 PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
@@ -400,6 +402,31 @@ def predict(
 
     predict_path(model, target, top_k=top_k, csv_path=csv_path, jsonl=jsonl, bs=bs, console=console,
                  progress_factory=_progress)
+
+
+S_FORMAT = Annotated[str, typer.Option("--format", help="The bundle's model file to serve: onnx, onnx-int8 or "
+                                      "openvino (torch-free runtimes).")]
+S_LIMITS = {"max_mb": ("--max-mb", "Largest request body, MB (bigger: 413, unread).", 20.0),
+            "max_batch": ("--max-batch", "Images run through the model together (and per request).", 32),
+            "max_wait_ms": ("--max-wait-ms", "How long a request waits for others to batch with.", 5.0),
+            "queue": ("--queue", "Requests that may wait for the model (more: 503).", 64),
+            "timeout": ("--timeout", "Seconds a client has for its headers and again for its body (else 408).", 10.0),
+            "top_k": ("--top-k", "Classes per image unless the request asks (?top_k=N).", 3)}
+
+
+@_command("serve", {"bundle": (Annotated[Path, typer.Argument(help="An exported bundle directory.")], inspect.Parameter.empty),
+                    "host": _opt("--host", "Address to listen on.", "127.0.0.1", typ=str),
+                    "port": _opt("--port", "Port to listen on (0: any free one).", 8000, typ=int, min=0, max=65535),
+                    "fmt": (S_FORMAT, "onnx"),
+                    **{k: _opt(n, h, d, typ=type(d), min=1 if isinstance(d, int) else 0.001)
+                       for k, (n, h, d) in S_LIMITS.items()}},
+          help="An HTTP server on a bundle, torch-free: POST /predict (an image as the body, or several as multipart "
+               "files) answers the top-k as JSON; GET /health, GET /model. Bad requests get a 4xx and one line of "
+               "JSON; Ctrl-C stops it.")
+def serve_cmd(bundle, host, port, fmt, **limits):
+    from .shipping.serve import Limits, serve_bundle
+
+    serve_bundle(bundle, host=host, port=port, fmt=fmt, limits=Limits(**limits), log=console.print)
 
 
 # bench's options that take more than a line (the command itself stays one screen)
@@ -445,6 +472,14 @@ B_BODY_LAYERS = Annotated[Optional[list[int]], typer.Option("--body-layers", min
                                                              "an arm fine-tuning only the source's first N "
                                                              "convolutions (repeatable).")]
 
+B_EXPORT = Annotated[Optional[Path], typer.Option("--export", help="Instead: export this run in every format that "
+                                                   "runs here and time each (load, batch-1 latency, batch-32 "
+                                                   "throughput) beside torch eager.")]
+B_SERVE = Annotated[Optional[Path], typer.Option("--serve", help="Instead: `serve` this bundle and load it with "
+                                                  "--clients concurrent clients for --seconds.")]
+B_CLIENTS = Annotated[int, typer.Option("--clients", min=1, help="--serve: concurrent clients.")]
+B_SECONDS = Annotated[float, typer.Option("--seconds", min=1.0, help="--serve: how long they send.")]
+
 
 @app.command()
 def bench(
@@ -471,6 +506,10 @@ def bench(
     minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
     body_layers: B_BODY_LAYERS = None,
     scratch_run: B_SCRATCH_RUN = None,
+    export: B_EXPORT = None,
+    serve: B_SERVE = None,
+    clients: B_CLIENTS = 8,
+    seconds: B_SECONDS = 30.0,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
@@ -480,7 +519,8 @@ def bench(
                 scratch_run=scratch_run)
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, export=export,
+        serve=serve, clients=clients, seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

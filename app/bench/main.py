@@ -8,10 +8,19 @@ from .speed import run_speed
 
 def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, device="auto", repeats=3,
         scale=False, transfer=False, budget=None, compile=False, bf16=False, bf16_accuracy=False, keep=None,
-        seeds=3, epochs=None, transfer_options: dict | None = None) -> dict:
+        seeds=3, epochs=None, transfer_options: dict | None = None, export=None, serve=None, clients=8,
+        seconds=30.0) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     log = console.print if console else print
-    if scale:
+    if export:
+        from .formats import run_export_bench
+
+        res = run_export_bench(export, log=log, data=data, repeats=repeats)
+    elif serve:
+        from .serve import run_serve_bench
+
+        res = run_serve_bench(serve, clients=clients, seconds=seconds, data=data, log=log)
+    elif scale:
         from .scale import run_scale
 
         res = run_scale(log=log, device=device)
