@@ -307,6 +307,43 @@ def compare(
         console.print(f"json: {json_path}")
 
 
+A_FOLDS = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-validation that scores every "
+                                      "training image with a model that never saw it (each fold trains the recipe "
+                                      "once).")]
+A_TIME = Annotated[Optional[float], typer.Option("--time", min=0.0, help="Minutes for the whole audit, shared by the "
+                                                 "folds (each a `--time` run with train's keeper); 0: every fold runs "
+                                                 "the recipe's epochs.", show_default="on a CPU: 30")]
+A_DATA_ONLY = " (a dataset only; a run brings its own.)"
+
+
+@app.command()
+def audit(
+    target: Annotated[Path, typer.Argument(metavar="RUN_OR_DATA", help="A trained run, or a dataset folder "
+                                           f"({LAYOUTS_HELP}).")],
+    folds: A_FOLDS = 4,
+    time: A_TIME = None,
+    out: OUT[0] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="The folds' weights" + A_DATA_ONLY,
+                                                   show_default="auto")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="The folds' recipe" + A_DATA_ONLY)] = "auto",
+    device: DEVICE[0] = "auto",
+    labels: LABELS[0] = None,
+    valid_pct: VALID_PCT[0] = None,
+    split_seed: SPLIT_SEED[0] = None,
+):
+    """Which labels look wrong (cleanlab, out of sample), which validation images leak from training, near
+    duplicates and low-quality images: audit.csv, figures and a report; the dataset is only read."""
+    from .audit.audit import check_target
+
+    check_target(target, out)
+    from .audit.main import run_audit
+
+    dataset = {"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed}
+    with _progress() as progress:
+        run_audit(target, folds=folds, minutes=time, out=out, weights=weights, preset=preset, device=device,
+                  dataset=dataset, console=console, progress=progress)
+
+
 @app.command()
 def review(
     run: Annotated[Path, typer.Argument(help="A run directory (evaluated).")],

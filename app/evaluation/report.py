@@ -124,7 +124,7 @@ def write_report(run: str | Path) -> Path:
 
 def _header(run: Path, cfg, meta: dict, m: dict | None) -> Markup:
     weights = meta.get("weights_reason") or f"weights {cfg.weights}"
-    sub = (f'{cfg.command} · preset {cfg.preset} · {meta.get("device", "")} · {meta.get("created", "")} · '
+    sub = (f'{meta.get("command") or cfg.command} · preset {cfg.preset} · {meta.get("device", "")} · {meta.get("created", "")} · '
            f'status {meta.get("status", "")}')
     plan = meta["plan"].get("summary", "") if "plan" in meta else ""
     return render("header", run.name, sub, weights, plan, _cards(m, cfg) if m else "")

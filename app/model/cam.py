@@ -18,6 +18,12 @@ from ..core.errors import ModelError, UsageError
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # fastai's imagenet_stats
 
 
+def grad_cam_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pytorch_grad_cam") is not None
+
+
 def require_grad_cam():
     """pytorch-grad-cam, or one line saying how to install it."""
     try:
