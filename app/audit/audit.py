@@ -91,12 +91,15 @@ def _dataset_source(root: Path, weights, preset: str, device: str, dataset: dict
     return Source(cfg, ds, w, None, notes)
 
 
-def budget_minutes(minutes: float | None, device: str) -> float:
-    """--time as given; unset: AUDIT_MINUTES_CPU on a CPU, none (the recipe's epochs) on a GPU."""
+def budget_minutes(minutes: float | None, device: str, epochs: int | None = None) -> float:
+    """--time as given; unset: AUDIT_MINUTES_CPU on a CPU, none (the recipe's epochs) on a GPU or with
+    --epochs (each fold's epochs, which no budget re-plans)."""
     from ..core.device import trains_on_cuda
 
+    if minutes and epochs:
+        raise UsageError("--time plans each fold's epochs for this machine: give --time or --epochs, not both")
     if minutes is None:
-        return 0.0 if trains_on_cuda(device) else AUDIT_MINUTES_CPU
+        return 0.0 if trains_on_cuda(device) or epochs else AUDIT_MINUTES_CPU
     return float(minutes)
 
 
@@ -118,11 +121,15 @@ def run_folds(src: Source, folds: list, budget_min: float, console=None, progres
     """Train every fold (each on its share of the time left) and keep its held-out probabilities."""
     records, valid_rate = [], None
     for n, fold in enumerate(folds):
-        minutes = fold_minutes(budget_min, len(folds) - n, after_folds_seconds(src, len(folds), valid_rate)) \
-            if budget_min else 0.0
-        cfg = F.fold_config(src.cfg, fold, minutes)
+        after = after_folds_seconds(src, len(folds), valid_rate)
+        minutes = fold_minutes(budget_min, len(folds) - n, after) if budget_min else 0.0
+        if budget_min and minutes < MIN_FOLD_MINUTES:
+            raise _no_time(budget_min, len(folds), after)
+        cfg = F.fold_config(src.cfg, fold, minutes, len(src.ds.split("train")))
         log(f"fold {fold.index}/{len(folds)}: training on {len(src.ds.split('train')) - len(fold.held_out)} images, "
-            f"scoring the {len(fold.held_out)} held out" + (f" (--time {minutes:.2f} min)" if minutes else ""))
+            f"scoring the {len(fold.held_out)} held out" + (f" (--time {minutes:.2f} min)" if minutes else "")
+            + (f"; batches of {cfg.bs}, not the recipe's {src.cfg.bs}: too few images for it" if cfg.bs != src.cfg.bs
+               else ""))
         t0 = time.time()
         try:
             F.train_fold(cfg, fold, src.weights, console, progress)
@@ -133,6 +140,17 @@ def run_folds(src: Source, folds: list, budget_min: float, console=None, progres
         records.append(F.fold_record(fold, src.ds, time.time() - t0))
         valid_rate = _valid_rate(fold.run, src.cfg.size) or valid_rate
     return records
+
+
+MIN_FOLD_MINUTES = 0.1  # a fold's share below this: not even worth measuring the machine
+
+
+def _no_time(budget_min: float, k: int, after_s: float) -> UsageError:
+    """The budget spent before the folds could start (what follows them set aside)."""
+    need = (process_seconds() + after_s) / 60 + k
+    return UsageError(f"no room for {k} folds in --time {budget_min:g}: what follows the folds needs about "
+                      f"{after_s / 60:.1f} min and {process_seconds() / 60:.1f} min are spent; pass --time "
+                      f"{int(np.ceil(need))} or more, or fewer --folds")
 
 
 def _valid_rate(run: Path, size: int) -> float | None:

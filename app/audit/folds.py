@@ -71,9 +71,13 @@ def _write_csv(path: Path, ds, train: list, held: set[int]) -> None:
             w.writerow([it.path.relative_to(ds.root).as_posix(), ds.classes[it.label], int(i in held)])
 
 
-def fold_config(cfg, fold: Fold, minutes: float | None):
-    """The recipe on this fold's CSV, with its share of the budget (None or 0: the recipe's epochs)."""
-    return cfg.replace(labels=str(fold.csv.resolve()), lr_from="", time=float(minutes or 0.0), compile=False)
+def fold_config(cfg, fold: Fold, minutes: float | None, n_train: int):
+    """The recipe on this fold's CSV, with its share of the budget (None or 0: the recipe's epochs). A
+    fold with fewer than two of the recipe's batches of images trains in batches of a quarter of them
+    (fastai drops a last partial batch: a batch bigger than the fold would train nothing)."""
+    n = n_train - len(fold.held_out)
+    bs = cfg.bs if n >= 2 * cfg.bs else max(2, n // 4)
+    return cfg.replace(labels=str(fold.csv.resolve()), lr_from="", time=float(minutes or 0.0), compile=False, bs=bs)
 
 
 def train_fold(cfg, fold: Fold, weights, console=None, progress=None):
