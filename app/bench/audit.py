@@ -83,9 +83,10 @@ def _pick(ds, split: str, per_class: int | None, rng) -> list:
     return out
 
 
-def user(args: list, tmp: Path, name: str) -> tuple[float, subprocess.CompletedProcess]:
-    """One command as a user runs it: a new process with a private cache; (wall seconds, process)."""
-    env = {**os.environ, "APP_CACHE_DIR": str(tmp / f"{name}-cache"), "APP_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
+def user(args: list, tmp: Path, cache: str) -> tuple[float, subprocess.CompletedProcess]:
+    """One command as a user runs it: a new process, the bench's private cache `cache` (a user's
+    train and audit share one); (wall seconds, process)."""
+    env = {**os.environ, "APP_CACHE_DIR": str(tmp / f"{cache}-cache"), "APP_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     t = time.time()
     p = subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=PROJECT_ROOT, env=env, capture_output=True,
                        text=True)
@@ -124,6 +125,9 @@ def score_labels(audit: Path, final: Path, planted: dict) -> dict:
     with open(losses, newline="") as f:
         ranked = [_rel(r["path"], root) for r in sorted(csv.DictReader(f), key=lambda r: -float(r["loss"]))]
     audit_s, base_s = prf(flagged, planted["changed"]), prf(set(ranked[: len(flagged)]), planted["changed"])
+    k = len(planted["changed"])  # what a person reviewing worst first meets in the first k
+    audit_s["precision_at_k_changed"] = round(len({_rel(f.path, root) for f in found[:k]} & planted["changed"]) / k, 4)
+    base_s["precision_at_k_changed"] = round(len(set(ranked[:k]) & planted["changed"]) / k, 4)
     out = {"changed": len(planted["changed"]), "training_images": planted["n_train"], "audit": audit_s,
            "baseline_top_losses": base_s, "validation_flags": sum(f.split == "val" for f in
                                                                    read_findings(audit)["label_issue"])}
@@ -172,20 +176,24 @@ def score_calibration(final: Path, planted: dict, seed: int = 0) -> dict:
 SQUARE_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 
 
-def make_squares(root: Path, train: int = 300, val: int = 100, side: int = 128, seed: int = 0) -> dict:
-    """RGB noise (grey, SD 45) with one square (24-40 px) of the class's colour at a random place; returns
-    {validation file: [top, left, bottom, right]} (bottom and right exclusive)."""
+def make_squares(root: Path, train: int = 300, val: int = 100, side: int = 224, seed: int = 0) -> dict:
+    """RGB noise (grey, SD 45, with a random cast of one of the class colours, so the image's mean
+    colour does not tell the class) and one square (a fifth to a quarter of the side) of the class's
+    colour at a random place; returns {validation file: [top, left, bottom, right]} (bottom, right
+    exclusive). 224 px: AlexNet's last convolution then sees 13 x 13 places (at 128 px, 7 x 7 whose
+    receptive fields cover the whole image)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    boxes = {}
+    colours, boxes = list(SQUARE_COLOURS.values()), {}
     for split, n in (("train", train), ("val", val)):
         for name, rgb in SQUARE_COLOURS.items():
             d = root / split / name
             d.mkdir(parents=True)
             for i in range(n):
-                a = np.clip(rng.normal(128, 45, (side, side, 3)), 0, 255).astype(np.uint8)
-                s = int(rng.integers(24, 41))
+                cast = 0.3 * (np.array(colours[int(rng.integers(len(colours)))]) - 128)
+                a = np.clip(rng.normal(128, 45, (side, side, 3)) + cast, 0, 255).astype(np.uint8)
+                s = int(rng.integers(side // 5, side // 4 + 1))
                 top, left = (int(v) for v in rng.integers(0, side - s + 1, 2))
                 a[top : top + s, left : left + s] = np.clip(np.array(rgb) + rng.normal(0, 12, (s, s, 3)), 0, 255)
                 f = d / f"{name}_{i:04d}.png"
@@ -203,7 +211,7 @@ def score_gradcam(tmp: Path, epochs: int = 8, seed: int = 0) -> dict:
 
     boxes = make_squares(tmp / "squares", seed=seed)
     run = tmp / "squares-run"
-    wall, _ = user(["fit-one-cycle", "--data", tmp / "squares", "--size", 128, "--epochs", epochs, "--bs", 32,
+    wall, _ = user(["fit-one-cycle", "--data", tmp / "squares", "--size", 224, "--epochs", epochs, "--bs", 32,
                     "--out", run], tmp, "squares")
     cam = CamModel.from_run(run)
     files = sorted(boxes)
@@ -266,11 +274,11 @@ def run_audit_bench(data=None, final_minutes: float = 15.0, audit_minutes: float
         planted = plant(src, tmp / "planted", seed=seed, per_class=per_class, val_per_class=val_per_class)
         final = tmp / "final"
         wall, _ = user(["train", "--data", planted["root"], "--labels", planted["labels"], "--time", final_minutes,
-                        "--device", device, "--out", final], tmp, "final")
+                        "--device", device, "--out", final], tmp, "user")
         res["final_model"] = _final_record(final, wall)
         log(f"  final model: {res['final_model']['accuracy'] * 100:.2f} % in {wall:.0f} s")
         wall, p = user(["audit", final, "--folds", folds, "--time", audit_minutes, "--device", device, "--out",
-                        tmp / "audit"], tmp, "audit")
+                        tmp / "audit"], tmp, "user")
         res["audit_run"] = {"wall_s": round(wall, 1), "budget_s": audit_minutes * 60,
                             "summary": json.loads((tmp / "audit" / "audit.json").read_text())}
         res["label_noise"] = score_labels(tmp / "audit", final, planted)

@@ -223,7 +223,8 @@ def _write_csv(results, f, k: int) -> None:
     with_pred = bool(results) and "prediction" in results[0]
     w.writerow(["path"] + ["prediction"] * with_pred + [c for i in range(1, k + 1) for c in (f"class_{i}", f"prob_{i}")])
     for r in results:
-        w.writerow([r["path"]] + [r["prediction"]] * with_pred + [v for c, p in r["top"] for v in (c, f"{p:.6f}")])
+        w.writerow([r["path"]] + ([r["prediction"]] if with_pred else []) + [v for c, p in r["top"] for v in
+                                                                            (c, f"{p:.6f}")])
 
 
 def _print(results, skipped, console, many: bool, base: Path | None = None) -> None:

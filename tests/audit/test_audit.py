@@ -28,7 +28,7 @@ def colour_set(root: Path, per_class: int = 16, wrong: int = 2, seed: int = 0) -
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             true = names[(c + 1) % len(names)] if i < wrong else name
-            a = np.clip(np.array(COLOURS[true]) + rng.normal(0, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+            a = np.clip(np.array(COLOURS[true]) + rng.normal(0, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(a).save(root / name / f"{name}_{i:02d}.png")
             if i < wrong:
                 misfiled.add(f"{name}/{name}_{i:02d}.png")
@@ -59,7 +59,7 @@ def colours(tmp_path_factory):
     misfiled = colour_set(root)
     before = digest(root)
     out = root.parent / "audit"
-    assert main(["audit", str(root), "--folds", "2", "--epochs", "8", "--out", str(out)]) == 0
+    assert main(["audit", str(root), "--folds", "2", "--epochs", "16", "--out", str(out)]) == 0
     return root, out, misfiled, before
 
 
@@ -112,7 +112,7 @@ def test_a_labels_csv_with_wrong_labels_is_audited_from_the_csv(tmp_path):
             c = r.split("/")[0]
             w.writerow([r, names[(names.index(c) + 1) % 4] if r in wrong else c, int(r in val)])
     out = tmp_path / "audit"
-    assert main(["audit", str(root), "--labels", str(tmp_path / "labels.csv"), "--folds", "2", "--epochs", "8",
+    assert main(["audit", str(root), "--labels", str(tmp_path / "labels.csv"), "--folds", "2", "--epochs", "16",
                  "--out", str(out)]) == 0
     found = read_findings(out)["label_issue"]
     flagged = {rel(f.path, root) for f in found}

@@ -55,17 +55,17 @@ def test_prf_and_leakage_scoring(tmp_path):
 
 
 def test_squares_are_where_their_boxes_say(tmp_path):
-    boxes = make_squares(tmp_path / "sq", train=2, val=3, seed=1)
+    boxes = make_squares(tmp_path / "sq", train=2, val=3, side=128, seed=1)
     assert len(boxes) == 12 and len(list((tmp_path / "sq" / "train").rglob("*.png"))) == 8
     colours = {"red": 0, "green": 1, "blue": 2, "yellow": None}
     for f, (top, left, bottom, right) in boxes.items():
         a = np.asarray(Image.open(f)).astype(float)
         inside = a[top:bottom, left:right].reshape(-1, 3)
-        assert 24 <= bottom - top <= 40 and bottom - top == right - left
+        assert 25 <= bottom - top <= 32 and bottom - top == right - left
         assert inside.std(0).max() < 20 < a.reshape(-1, 3).std(0).min()  # the square is flat, the noise is not
         outside = np.ones(a.shape[:2], bool)
         outside[top:bottom, left:right] = False
-        assert abs(a[outside].mean() - 128) < 8  # grey noise around the square
+        assert abs(a[outside].mean() - 128) < 45  # grey noise (with a colour cast) around the square
         c = colours[f.split("/")[-2]]
         if c is not None:
             assert inside.mean(0).argmax() == c
