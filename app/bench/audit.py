@@ -209,7 +209,7 @@ def score_gradcam(tmp: Path, epochs: int = 8, seed: int = 0) -> dict:
     from ..core.files import read_json
     from ..model.cam import CamModel, peak
 
-    boxes = make_squares(tmp / "squares", seed=seed)
+    boxes = make_squares(tmp / "squares", seed=seed + 1)  # seed 0's squares chose the CAM method (model/cam.py)
     run = tmp / "squares-run"
     wall, _ = user(["fit-one-cycle", "--data", tmp / "squares", "--size", 224, "--epochs", epochs, "--bs", 32,
                     "--out", run], tmp, "squares")
@@ -225,7 +225,9 @@ def score_gradcam(tmp: Path, epochs: int = 8, seed: int = 0) -> dict:
             inside.append(top <= r < bottom and left <= c < right)
     acc = read_json(run / "metrics.json")["accuracy"]
     share = float(np.mean(inside))
-    return {"validation_images": len(files), "peak_inside_square": round(share, 4), "accuracy": acc,
+    from ..model.cam import CAM_METHOD
+
+    return {"validation_images": len(files), "peak_inside_square": round(share, 4), "accuracy": acc, "cam": CAM_METHOD,
             "epochs": epochs, "train_s": round(wall, 1), "target_at_least_0.9": share >= 0.9}
 
 

@@ -451,7 +451,7 @@ def cam_top_losses(interp, learn, size: int, resize: str, path: Path, k: int = C
     shown = cam.overlays(arrays)
     titles = [f"predicted: {vocab[c]} ({p:.2f})\nactual: {vocab[int(interp.targs[i])]}" for i, (_, c, p) in
               zip(picked, shown)]
-    return _tiles([o for o, _, _ in shown], titles, path, "Grad-CAM on the top losses: where the model looked for "
+    return _tiles([o for o, _, _ in shown], titles, path, "Grad-CAM (LayerCAM) on the top losses: where the model looked for "
                   "the class it predicted")
 
 
