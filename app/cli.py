@@ -342,6 +342,45 @@ def compare(
         console.print(f"json: {json_path}")
 
 
+A_FOLDS = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-validation that scores every "
+                                      "training image with a model that never saw it (each fold trains the recipe "
+                                      "once).")]
+A_TIME = Annotated[Optional[float], typer.Option("--time", min=0.0, help="Minutes for the whole audit, shared by the "
+                                                 "folds (each a `--time` run with train's keeper); 0: every fold runs "
+                                                 "the recipe's epochs.", show_default="on a CPU: 30")]
+A_DATA_ONLY = " (a dataset only; a run brings its own.)"
+
+
+@app.command()
+def audit(
+    target: Annotated[Path, typer.Argument(metavar="RUN_OR_DATA", help="A trained run, or a dataset folder "
+                                           f"({LAYOUTS_HELP}).")],
+    folds: A_FOLDS = 4,
+    time: A_TIME = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Each fold's epochs instead of a time "
+                                                  "budget.", show_default="the recipe's, or planned by --time")] = None,
+    out: OUT[0] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="The folds' weights" + A_DATA_ONLY,
+                                                   show_default="auto")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="The folds' recipe" + A_DATA_ONLY)] = "auto",
+    device: DEVICE[0] = "auto",
+    labels: LABELS[0] = None,
+    valid_pct: VALID_PCT[0] = None,
+    split_seed: SPLIT_SEED[0] = None,
+):
+    """Which labels look wrong (cleanlab, out of sample), which validation images leak from training, near
+    duplicates and low-quality images: audit.csv, figures and a report; the dataset is only read."""
+    from .audit.audit import check_target
+
+    check_target(target, out)
+    from .audit.main import run_audit
+
+    dataset = {"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed}
+    with _progress() as progress:
+        run_audit(target, folds=folds, minutes=time, out=out, weights=weights, preset=preset, device=device,
+                  dataset=dataset, console=console, progress=progress, epochs=epochs)
+
+
 @app.command()
 def review(
     run: Annotated[Path, typer.Argument(help="A run directory (evaluated).")],
@@ -352,8 +391,12 @@ def review(
     graphics: Annotated[str, typer.Option("--graphics", help="auto, kitty, sixel, halfcell or unicode.")] = "auto",
     data: MOVED_DATA = None,
     labels: MOVED_LABELS = None,
+    audit_found: Annotated[bool, typer.Option("--audit", help="Step through what `audit` found instead (RUN is an "
+                                              "audit folder): label issues worst first, then leakage pairs side by "
+                                              "side.")] = False,
 ):
-    """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go."""
+    """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go; `c` shows
+    where the model looked (Grad-CAM)."""
     if apply and undo:
         raise typer.BadParameter("choose one of --apply and --undo")
     from .data.edits import apply_decisions, undo_apply
@@ -365,7 +408,7 @@ def review(
     elif undo:
         undo_apply(run, console, assume_yes=yes, **moved)
     else:
-        run_tui(run, include_train=train_set, graphics=graphics, **moved)
+        run_tui(run, include_train=train_set, graphics=graphics, audit=audit_found, **moved)
 
 
 @app.command()
@@ -396,12 +439,19 @@ def predict(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write path, top-k classes and probabilities as CSV.")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON object per image.")] = None,
     bs: Annotated[int, typer.Option("--bs", min=1, help="Batch size.")] = 64,
+    calibrated: Annotated[bool, typer.Option("--calibrated", help="Temperature-scaled probabilities (the "
+                                             "temperature fitted on the validation logits, stored by export).")] = False,
+    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", min=0.0, max=1.0, help="Predict "
+                                                            "`unknown` where the top probability is below this "
+                                                            "(a `prediction` column in --csv and --jsonl).")] = None,
+    cam: Annotated[Optional[Path], typer.Option("--cam", help="Write one Grad-CAM overlay per image into this new "
+                                                "(or empty) folder; needs torch and pip install .[audit].")] = None,
 ):
     """Classify images."""
     from .shipping.predict import predict_path
 
     predict_path(model, target, top_k=top_k, csv_path=csv_path, jsonl=jsonl, bs=bs, console=console,
-                 progress_factory=_progress)
+                 progress_factory=_progress, calibrate=calibrated, min_confidence=min_confidence, cam_dir=cam)
 
 
 S_FORMAT = Annotated[str, typer.Option("--format", help="The bundle's model file to serve: onnx, onnx-int8 or "
@@ -481,6 +531,17 @@ B_CLIENTS = Annotated[int, typer.Option("--clients", min=1, help="--serve: concu
 B_SECONDS = Annotated[float, typer.Option("--seconds", min=1.0, help="--serve: how long they send.")]
 
 
+B_AUDIT = Annotated[bool, typer.Option("--audit", help="Instead: planted label noise (5 % of the training labels "
+                                       "changed) and 20 planted train/validation copies, found by `audit RUN --time "
+                                       "--audit-minutes` against the final model's training losses (`train --time "
+                                       "--minutes`); calibration before/after temperature scaling; Grad-CAM on squares.")]
+B_AUDIT_MINUTES = Annotated[float, typer.Option("--audit-minutes", min=1.0, help="--audit: the audit's --time.")]
+B_FOLDS = Annotated[int, typer.Option("--folds", min=2, help="--audit: the audit's --folds.")]
+B_PER_CLASS = Annotated[Optional[int], typer.Option("--per-class", min=2, help="--audit: training images per class "
+                                                    "(a smaller run to try it; validation: a third as many).",
+                                                    show_default="all")]
+
+
 @app.command()
 def bench(
     data: DATA[0] = None,
@@ -503,13 +564,18 @@ def bench(
     parts: B_PARTS = "arms,main-job",
     ks: B_KS = "10,25,100,all",
     source_epochs: B_SOURCE_EPOCHS = None,
-    minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
+    minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time; --audit: "
+                                           "the final model's.")] = 15.0,
     body_layers: B_BODY_LAYERS = None,
     scratch_run: B_SCRATCH_RUN = None,
     export: B_EXPORT = None,
     serve: B_SERVE = None,
     clients: B_CLIENTS = 8,
     seconds: B_SECONDS = 30.0,
+    audit: B_AUDIT = False,
+    audit_minutes: B_AUDIT_MINUTES = 30.0,
+    folds: B_FOLDS = 4,
+    per_class: B_PER_CLASS = None,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
@@ -517,10 +583,12 @@ def bench(
     opts = dict(source_data=source_data, parts=tuple(parts.split(",")), ks=ks, seeds=seeds, epochs=epochs,
                 source_epochs=source_epochs, minutes=minutes, body_layers=tuple(body_layers or ()),
                 scratch_run=scratch_run)
+    audit_opts = dict(final_minutes=minutes, audit_minutes=audit_minutes, folds=folds, per_class=per_class,
+                      val_per_class=per_class and max(2, per_class // 3))
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
         bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, export=export,
-        serve=serve, clients=clients, seconds=seconds)
+        serve=serve, clients=clients, seconds=seconds, audit=audit, audit_options=audit_opts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,32 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+_clock_origin: float | None = None  # set by own_clock(): a command run inside another one
 
 
 def process_seconds() -> float:
-    """Seconds since this process started (imports included: what the user waited)."""
+    """Seconds since this process started (imports included: what the user waited), or since the
+    innermost own_clock() began: a training run inside `audit` keeps its own budget."""
+    if _clock_origin is not None:
+        return time.time() - _clock_origin
     import psutil
 
     return time.time() - psutil.Process().create_time()
+
+
+@contextmanager
+def own_clock():
+    """A block timed as if it were its own process: process_seconds() counts from its start (the
+    folds of `audit` are train runs of one process, each with its own --time)."""
+    global _clock_origin
+    old, _clock_origin = _clock_origin, time.time()
+    try:
+        yield
+    finally:
+        _clock_origin = old
 
 
 def rss_mb() -> float:

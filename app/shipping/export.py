@@ -91,7 +91,7 @@ def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print,
     part_pkl, part_bundle = (p.with_name(f".{p.name}.part{os.getpid()}") for p in (pkl, bundle))
     try:
         with _export_errors(pkl.parent):
-            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl)
+            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl, run)
             write_bundle(model, run, cfg, meta, part_bundle, ds, formats, log)
             publish(part_pkl, pkl)  # the name is taken only if free: a concurrent export stops here
             _publish_dir(part_bundle, bundle, pkl)
@@ -196,11 +196,12 @@ def stock_dls(ds, cfg, vocab: list[str]):
     return block.dataloaders(items, path=ds.root, bs=2, num_workers=0)
 
 
-def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
-    """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
-    would still name a module of this package. Its loss is the plain cross-entropy, whatever smoothing
-    trained it: what a notebook's get_preds(with_loss=True), Interpretation and ImageClassifierCleaner
-    rank by is then -log p(actual), as the app's own top losses are."""
+def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path, run: Path | None = None) -> None:
+    """learn.export of a fresh stock Learner holding the trained weights (and, as a plain float,
+    `learn.temperature` from `run`'s evaluation); refused if the pickle would still name a module
+    of this package. Its loss is the plain cross-entropy, whatever smoothing trained it: what a
+    notebook's get_preds(with_loss=True), Interpretation and ImageClassifierCleaner rank by is then
+    -log p(actual), as the app's own top losses are."""
     from ..model.learner import build_learner
     from ..model.weights import Weights
 
@@ -208,6 +209,7 @@ def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path) -> None:
                           head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
     learn.model.load_state_dict(model.state_dict())
     learn.unfreeze()
+    learn.temperature = (calibration_record(Path(run)) or {}).get("temperature") if run else None
     learn.export(pkl.resolve())
     foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
     if foreign:
@@ -275,6 +277,7 @@ def bundle_info(model, run: Path, cfg, meta: dict, n_keys: int) -> dict:
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
                  "dynamic_batch": True, "max_abs_diff_vs_torch": None},
         "metrics": _metrics(run),
+        "calibration": calibration_record(run),
         "weights": meta.get("weights_used", cfg.weights),
         "data_fingerprint": meta.get("data_fingerprint"),
         "data": cfg.data,
@@ -299,6 +302,16 @@ def _architecture(model, n_classes: int, n_keys: int) -> dict:
 def _metrics(run: Path) -> dict:
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
     return {k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n", "tta") if k in m}
+
+
+def calibration_record(run: Path) -> dict | None:
+    """model.json's `calibration`: the temperature evaluation fitted on the validation logits (predict
+    --calibrated divides the logits by it) and the ECE before and after; None before any evaluation."""
+    c = (read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}).get("calibration")
+    if not isinstance(c, dict) or "temperature" not in c:
+        return None
+    keep = ("temperature", "ece", "ece_after", "n_bins", "n")
+    return {**{k: c[k] for k in keep if k in c}, "fitted_on": "the validation set's logits (its log-probabilities)"}
 
 
 def _lib_versions() -> dict:
