@@ -256,3 +256,41 @@ def tracked(tiny_data, tmp_path_factory):
     finally:
         os.environ.update({k: v for k, v in old.items() if v is not None})
     return base / "run"
+
+
+def plant_quality(root, labels_csv, source) -> dict:
+    """A dark, a blurry and a near-blank training image (made from a real one of `source`) added to a
+    planted dataset and its labels CSV: {file relative to root: the cleanvision check that must flag it}."""
+    from PIL import ImageFilter
+
+    with Image.open(source) as im:
+        im = im.convert("RGB").resize((160, 160))
+    made = {"quality/dark.jpg": ("dark", Image.fromarray((np.asarray(im) * 0.04).astype(np.uint8))),
+            "quality/blurry.jpg": ("blurry", im.filter(ImageFilter.GaussianBlur(8))),
+            "quality/blank.jpg": ("low_information", Image.new("RGB", (160, 160), (128, 128, 128)))}
+    (root / "quality").mkdir()
+    for rel, (_, picture) in made.items():
+        picture.save(root / rel, quality=92)
+    label = source.parent.name
+    with open(labels_csv, "a", newline="", encoding="utf-8") as f:
+        f.writelines(f"{rel},{label},0\n" for rel in made)
+    return {rel: check for rel, (check, _) in made.items()}
+
+
+@pytest.fixture(scope="session")
+def audited(small_data, tmp_path_factory):
+    """`audit RUN --folds 2` of a model trained on a planted copy of small_data (its files through links):
+    10 % of the training labels changed, 3 training images re-encoded into validation, a dark, a blurry
+    and a blank image added. (audit folder, the run, the planted facts)."""
+    from app.bench.audit import plant
+    from app.cli import main
+
+    base = tmp_path_factory.mktemp("audit")
+    planted = plant(small_data, base / "planted", noise=0.1, copies=3, seed=5)
+    planted["quality"] = plant_quality(planted["root"], planted["labels"],
+                                       next((small_data / "train" / EASY[1]).iterdir()))
+    run, audit = base / "run", base / "audit"
+    assert main(["fit-one-cycle", "--data", str(planted["root"]), "--labels", str(planted["labels"]), "--epochs", "6",
+                 *map(str, FIT_ARGS), "--out", str(run)]) == 0
+    assert main(["audit", str(run), "--folds", "2", "--time", "0", "--out", str(audit)]) == 0
+    return audit, run, planted

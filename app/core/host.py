@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 _COMMAND_START: list[float] = []  # when this process's current command began (cli.main sets it)
+_clock_origin: float | None = None  # set by own_clock(): a command run inside another one
 
 
 def command_started() -> None:
@@ -19,8 +21,11 @@ def command_started() -> None:
 
 
 def process_seconds() -> float:
-    """Seconds since this command started: since the process started for a command run as a user
-    runs it (imports included: what the user waited)."""
+    """Seconds since this command started (since the process started for a command run as a user
+    runs it, imports included), or since the innermost own_clock() began: a training run inside
+    `audit` keeps its own budget."""
+    if _clock_origin is not None:
+        return time.time() - _clock_origin
     import psutil
 
     return time.time() - (_COMMAND_START[0] if _COMMAND_START else psutil.Process().create_time())
@@ -39,6 +44,18 @@ class Phases:
     @classmethod
     def mark(cls, name: str) -> None:
         cls.marks[name] = round(process_seconds(), 1)
+
+
+@contextmanager
+def own_clock():
+    """A block timed as if it were its own process: process_seconds() counts from its start (the
+    folds of `audit` are train runs of one process, each with its own --time)."""
+    global _clock_origin
+    old, _clock_origin = _clock_origin, time.time()
+    try:
+        yield
+    finally:
+        _clock_origin = old
 
 
 def rss_mb() -> float:

@@ -141,10 +141,12 @@ def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: f
     minimal = plan_seconds(costs, plan_epochs(cfg, lo, []))
     if minimal > left:
         need = (elapsed_s + minimal + after) / (1 - END_MARGIN) / 60
-        raise UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
+        err = UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
                          f"({describe_speeds(speeds)}): the minimal run ({lo - frozen_epochs(cfg)} epoch(s)"
                          f"{' after the frozen one' if cfg.command == 'fine-tune' else ''}) needs about "
                          f"{need:.1f} min; pass --time {math.ceil(need)} or more, or a smaller --size")
+        err.need_minutes = need  # audit's folds: the budget that would hold them all
+        raise err
     p, frac, fit = choose(cfg, costs, [], left, lo, hi)
     e = p.total - frozen_epochs(cfg)
     summary = (f"this machine: {describe_speeds(speeds)} -> {e} epoch(s) fit in {budget_s / 60:g} min "
