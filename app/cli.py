@@ -112,9 +112,18 @@ RESIZE = _opt("--resize", "How images become square (fastai ResizeMethod): crop 
               show_default="crop")
 
 
-PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU: fp32 for now). "
-                 "config.json records what ran and whether this CPU has native bf16.", typ=Optional[str],
+PRECISION = _opt("--precision", "fp32, bf16 or auto (a GPU: bf16, fp16 without it; a CPU with native bf16 under "
+                 "--time: fp32 and bf16 timed on the run's own model, bf16 when 1.2x faster; else fp32). "
+                 "config.json records what ran, the two rates and whether this CPU has native bf16.", typ=Optional[str],
                  show_default="auto")
+
+
+TRACK = _opt("--track", "Also log the run to tensorboard, mlflow and/or wandb (repeat, or comma separated; none: "
+             "off): TensorBoard event files in RUN/tensorboard, MLflow in runs/mlflow.db (or MLFLOW_TRACKING_URI), "
+             "W&B offline in RUN/wandb (WANDB_MODE=online to upload). --resume continues the same tracker runs.",
+             typ=Optional[list[str]], show_default="APP_TRACK, else none")
+CONFIG = _opt("--config", "Settings from a file: a run's config.json (the same recipe again) or a YAML file with "
+              "the options' names as keys (lr: 1e-3, size: 64, ...); options typed beside it win.", typ=Optional[Path])
 
 
 def _weights(default: str):
@@ -149,6 +158,7 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "evaluate": _opt("--evaluate/--no-evaluate", "Metrics, figures and report when training ends.", True, typ=bool),
     "tta": TTA,
     "export": _opt("--export/--no-export", "Export the model when training ends.", False, typ=bool),
+    "track": TRACK,
 }
 
 
@@ -158,11 +168,12 @@ FINISH = ("evaluate", "tta", "export")
 def _command(name: str, options: dict, help: str):
     """Register `fn(**options)` as command `name`, its options given as a table (defined once)."""
     def register(fn):
-        params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-                  for k, (a, d) in options.items()]
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                   for k, (a, d) in options.items()]
 
-        def command(**kw):
-            return fn(**kw)
+        def command(ctx, **kw):
+            return fn(**kw, **({"ctx": ctx} if "ctx" in inspect.signature(fn).parameters else {}))
 
         command.__signature__ = inspect.Signature(params)
         command.__name__, command.__doc__ = fn.__name__, help
@@ -191,12 +202,17 @@ def _dataset_args(flags: dict) -> dict:
             "layout": flags.get("layout") or "auto", "label_delim": flags.get("label_delim")}
 
 
+def _typed(ctx, values: dict) -> dict:
+    """Only the options typed on the command line (with --config, the file gives the others)."""
+    return {k: v for k, v in values.items() if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+
+
 def _train(command: str, preset: str, weights, out, resume, **flags) -> Path:
     from .training.precheck import precheck
 
     flags = _values(flags)
     precheck(out=out, resume=resume, weights=weights, data=flags.get("data"), export=flags.get("export", False),
-             **_dataset_args(flags))
+             track=flags.get("track"), **_dataset_args(flags))
     from .training.after_fit import Finish
     from .training.train import run_command
 
@@ -229,13 +245,13 @@ def data(
 
 
 @_command("lr-find", {**DATASET, "size": SIZE, "bs": BS, "weights": _weights("none"), "out": OUT,
-                      "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE},
+                      "preset": PRESET, "loader": LOADER, "seed": SEED, "device": DEVICE, "track": TRACK},
           help="fastai lr_find: the four suggestions (valley, slide, minimum, steep), a recommended lr, the plot.")
 def lr_find_cmd(weights, out, preset, **flags):
     from .training.precheck import precheck
 
     flags = _values(flags)
-    precheck(out=out, weights=weights, data=flags.get("data"), **_dataset_args(flags))
+    precheck(out=out, weights=weights, data=flags.get("data"), track=flags.get("track"), **_dataset_args(flags))
     from .training.lr_find import run_lr_find
 
     with _progress() as progress:
@@ -265,10 +281,19 @@ def fine_tune_cmd(preset, weights, out, resume, loader, **flags):
 
 @_command("train", {**DATASET, "balance": BALANCE, "resize": RESIZE, "weights": _weights("auto"), "out": OUT,
                     "preset": PRESET, "epochs": EPOCHS, "time": TIME, "seed": SEED, "device": DEVICE,
-                    "precision": PRECISION, "tta": TTA},
+                    "precision": PRECISION, "tta": TTA, "track": TRACK, "config": CONFIG},
           help="The main job: the recipe for this machine and these weights (ImageNet when it can be had), "
-               "evaluation, report and export, within --time minutes.")
-def train_cmd(weights, out, preset, tta, **flags):
+               "evaluation, report and export, within --time minutes. --config RUN/config.json trains that "
+               "run's recipe again (on a CPU, the same weights bit for bit).")
+def train_cmd(ctx, weights, out, preset, tta, config, **flags):
+    if config:  # the file's settings, as if typed, under the options typed beside it
+        from .training.presets import with_settings_file
+
+        typed = _typed(ctx, {"weights": weights, "preset": preset, "tta": tta, **_values(flags)})
+        flags = with_settings_file(config, typed)
+        weights, preset, tta = flags.pop("weights", None), flags.pop("preset", "auto"), flags.pop("tta", False)
+        for k in ("export", "evaluate"):  # train always evaluates and exports
+            flags.pop(k, None)
     run = _train("train", preset, weights or "auto", out, None, evaluate=True, tta=tta, export=True, **flags)
     from .core.files import read_json
 
@@ -323,6 +348,45 @@ def compare(
         console.print(f"json: {json_path}")
 
 
+A_FOLDS = Annotated[int, typer.Option("--folds", help="K of the K-fold cross-validation that scores every "
+                                      "training image with a model that never saw it (each fold trains the recipe "
+                                      "once).")]
+A_TIME = Annotated[Optional[float], typer.Option("--time", min=0.0, help="Minutes for the whole audit, shared by the "
+                                                 "folds (each a `--time` run with train's keeper); 0: every fold runs "
+                                                 "the recipe's epochs.", show_default="on a CPU: 30")]
+A_DATA_ONLY = " (a dataset only; a run brings its own.)"
+
+
+@app.command()
+def audit(
+    target: Annotated[Path, typer.Argument(metavar="RUN_OR_DATA", help="A trained run, or a dataset folder "
+                                           f"({LAYOUTS_HELP}).")],
+    folds: A_FOLDS = 4,
+    time: A_TIME = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Each fold's epochs instead of a time "
+                                                  "budget.", show_default="the recipe's, or planned by --time")] = None,
+    out: OUT[0] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="The folds' weights" + A_DATA_ONLY,
+                                                   show_default="auto")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="The folds' recipe" + A_DATA_ONLY)] = "auto",
+    device: DEVICE[0] = "auto",
+    labels: LABELS[0] = None,
+    valid_pct: VALID_PCT[0] = None,
+    split_seed: SPLIT_SEED[0] = None,
+):
+    """Which labels look wrong (cleanlab, out of sample), which validation images leak from training, near
+    duplicates and low-quality images: audit.csv, figures and a report; the dataset is only read."""
+    from .audit.audit import check_target
+
+    check_target(target, out)
+    from .audit.main import run_audit
+
+    dataset = {"labels": labels, "valid_pct": valid_pct, "split_seed": split_seed}
+    with _progress() as progress:
+        run_audit(target, folds=folds, minutes=time, out=out, weights=weights, preset=preset, device=device,
+                  dataset=dataset, console=console, progress=progress, epochs=epochs)
+
+
 @app.command()
 def review(
     run: Annotated[Path, typer.Argument(help="A run directory (evaluated).")],
@@ -333,8 +397,12 @@ def review(
     graphics: Annotated[str, typer.Option("--graphics", help="auto, kitty, sixel, halfcell or unicode.")] = "auto",
     data: MOVED_DATA = None,
     labels: MOVED_LABELS = None,
+    audit_found: Annotated[bool, typer.Option("--audit", help="Step through what `audit` found instead (RUN is an "
+                                              "audit folder): label issues worst first, then leakage pairs side by "
+                                              "side.")] = False,
 ):
-    """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go."""
+    """Step through the worst predictions in the terminal: keep, relabel or remove, saved as you go; `c` shows
+    where the model looked (Grad-CAM)."""
     if apply and undo:
         raise typer.BadParameter("choose one of --apply and --undo")
     from .data.edits import apply_decisions, undo_apply
@@ -346,7 +414,7 @@ def review(
     elif undo:
         undo_apply(run, console, assume_yes=yes, **moved)
     else:
-        run_tui(run, include_train=train_set, graphics=graphics, **moved)
+        run_tui(run, include_train=train_set, graphics=graphics, audit=audit_found, **moved)
 
 
 @app.command()
@@ -355,11 +423,13 @@ def export(
     to: Annotated[Optional[Path], typer.Option("--to", help="Path of the learner pickle (.pkl); the bundle goes beside it.",
                                                show_default="RUN/export/<run-name>.pkl")] = None,
     which: Annotated[Which, typer.Option("--which", help="Which saved model.")] = Which.last,
+    formats: Annotated[str, typer.Option("--format", help="Model files in the bundle, comma separated: onnx, "
+                                         "onnx-int8, openvino, coreml, pt2 (each checked against PyTorch).")] = "onnx",
 ):
     """The fastai learner pickle (learn.export, loads in any notebook) and a pickle-free bundle (safetensors + JSON + ONNX)."""
     from .shipping.export import export_run
 
-    export_run(run, to, which=which.value, log=console.print)
+    export_run(run, to, which=which.value, log=console.print, formats=formats.split(","))
 
 
 PICKLE_WARNING = ("A .pkl learner is a Python pickle: loading it runs code from the file. Only load "
@@ -375,12 +445,44 @@ def predict(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write path, top-k classes and probabilities as CSV.")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Write one JSON object per image.")] = None,
     bs: Annotated[int, typer.Option("--bs", min=1, help="Batch size.")] = 64,
+    calibrated: Annotated[bool, typer.Option("--calibrated", help="Temperature-scaled probabilities (the "
+                                             "temperature fitted on the validation logits, stored by export).")] = False,
+    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", min=0.0, max=1.0, help="Predict "
+                                                            "`unknown` where the top probability is below this "
+                                                            "(a `prediction` column in --csv and --jsonl).")] = None,
+    cam: Annotated[Optional[Path], typer.Option("--cam", help="Write one Grad-CAM overlay per image into this new "
+                                                "(or empty) folder; needs torch and pip install .[audit].")] = None,
 ):
     """Classify images."""
     from .shipping.predict import predict_path
 
     predict_path(model, target, top_k=top_k, csv_path=csv_path, jsonl=jsonl, bs=bs, console=console,
-                 progress_factory=_progress)
+                 progress_factory=_progress, calibrate=calibrated, min_confidence=min_confidence, cam_dir=cam)
+
+
+S_FORMAT = Annotated[str, typer.Option("--format", help="The bundle's model file to serve: onnx, onnx-int8 or "
+                                      "openvino (torch-free runtimes).")]
+S_LIMITS = {"max_mb": ("--max-mb", "Largest request body, MB (bigger: 413, unread).", 20.0),
+            "max_batch": ("--max-batch", "Images run through the model together (and per request).", 32),
+            "max_wait_ms": ("--max-wait-ms", "How long a request waits for others to batch with.", 5.0),
+            "queue": ("--queue", "Requests that may wait for the model (more: 503).", 64),
+            "timeout": ("--timeout", "Seconds a client has for its headers and again for its body (else 408).", 10.0),
+            "top_k": ("--top-k", "Classes per image unless the request asks (?top_k=N).", 3)}
+
+
+@_command("serve", {"bundle": (Annotated[Path, typer.Argument(help="An exported bundle directory.")], inspect.Parameter.empty),
+                    "host": _opt("--host", "Address to listen on.", "127.0.0.1", typ=str),
+                    "port": _opt("--port", "Port to listen on (0: any free one).", 8000, typ=int, min=0, max=65535),
+                    "fmt": (S_FORMAT, "onnx"),
+                    **{k: _opt(n, h, d, typ=type(d), min=1 if isinstance(d, int) else 0.001)
+                       for k, (n, h, d) in S_LIMITS.items()}},
+          help="An HTTP server on a bundle, torch-free: POST /predict (an image as the body, or several as multipart "
+               "files) answers the top-k as JSON; GET /health, GET /model. Bad requests get a 4xx and one line of "
+               "JSON; Ctrl-C stops it.")
+def serve_cmd(bundle, host, port, fmt, **limits):
+    from .shipping.serve import Limits, serve_bundle
+
+    serve_bundle(bundle, host=host, port=port, fmt=fmt, limits=Limits(**limits), log=console.print)
 
 
 # bench's options that take more than a line (the command itself stays one screen)
@@ -405,6 +507,12 @@ B_BF16 = Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on t
 B_MULTI_LABEL = Annotated[Optional[float], typer.Option("--multi-label", min=1.0, help="Instead: multi-label "
                                                          "training on collages of two Imagenette images, our recipe "
                                                          "vs fastai's default multi-label one, MINUTES each.")]
+B_SCAN = Annotated[bool, typer.Option("--scan", help="Instead: the first scan of a dataset (headers, the decoded "
+                                       "cache's one decode, a full check, a warm re-scan) on Imagenette and Tiny "
+                                       "ImageNet (with --data: that dataset).")]
+B_PRECISION_BUDGET = Annotated[Optional[float], typer.Option("--precision-budget", min=1.0, help="Instead: the main "
+                                                              "job (train --time MINUTES) in fp32 and in bf16, "
+                                                              "--seeds seeds each, at equal budget.")]
 B_BF16_ACCURACY = Annotated[bool, typer.Option("--bf16-accuracy", help="Instead: fp32 vs bf16 accuracy at equal "
                                                 "--epochs, --seeds seeds, on --images training images.")]
 B_SEEDS = Annotated[int, typer.Option("--seeds", min=1, help="--bf16-accuracy: seeds per precision; --transfer: "
@@ -429,6 +537,25 @@ B_BODY_LAYERS = Annotated[Optional[list[int]], typer.Option("--body-layers", min
                                                              "an arm fine-tuning only the source's first N "
                                                              "convolutions (repeatable).")]
 
+B_EXPORT = Annotated[Optional[Path], typer.Option("--export", help="Instead: export this run in every format that "
+                                                   "runs here and time each (load, batch-1 latency, batch-32 "
+                                                   "throughput) beside torch eager.")]
+B_SERVE = Annotated[Optional[Path], typer.Option("--serve", help="Instead: `serve` this bundle and load it with "
+                                                  "--clients concurrent clients for --seconds.")]
+B_CLIENTS = Annotated[int, typer.Option("--clients", min=1, help="--serve: concurrent clients.")]
+B_SECONDS = Annotated[float, typer.Option("--seconds", min=1.0, help="--serve: how long they send.")]
+
+
+B_AUDIT = Annotated[bool, typer.Option("--audit", help="Instead: planted label noise (5 % of the training labels "
+                                       "changed) and 20 planted train/validation copies, found by `audit RUN --time "
+                                       "--audit-minutes` against the final model's training losses (`train --time "
+                                       "--minutes`); calibration before/after temperature scaling; Grad-CAM on squares.")]
+B_AUDIT_MINUTES = Annotated[float, typer.Option("--audit-minutes", min=1.0, help="--audit: the audit's --time.")]
+B_FOLDS = Annotated[int, typer.Option("--folds", min=2, help="--audit: the audit's --folds.")]
+B_PER_CLASS = Annotated[Optional[int], typer.Option("--per-class", min=2, help="--audit: training images per class "
+                                                    "(a smaller run to try it; validation: a third as many).",
+                                                    show_default="all")]
+
 
 @app.command()
 def bench(
@@ -444,6 +571,8 @@ def bench(
     bf16: B_BF16 = False,
     bf16_accuracy: B_BF16_ACCURACY = False,
     multi_label: B_MULTI_LABEL = None,
+    scan: B_SCAN = False,
+    precision_budget: B_PRECISION_BUDGET = None,
     seeds: B_SEEDS = 3,
     epochs: B_EPOCHS = None,
     repeats: B_REPEATS = 3,
@@ -453,9 +582,18 @@ def bench(
     parts: B_PARTS = "arms,main-job",
     ks: B_KS = "10,25,100,all",
     source_epochs: B_SOURCE_EPOCHS = None,
-    minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time.")] = 15.0,
+    minutes: Annotated[float, typer.Option("--minutes", min=1.0, help="--transfer: the main job's --time; --audit: "
+                                           "the final model's.")] = 15.0,
     body_layers: B_BODY_LAYERS = None,
     scratch_run: B_SCRATCH_RUN = None,
+    export: B_EXPORT = None,
+    serve: B_SERVE = None,
+    clients: B_CLIENTS = 8,
+    seconds: B_SECONDS = 30.0,
+    audit: B_AUDIT = False,
+    audit_minutes: B_AUDIT_MINUTES = 30.0,
+    folds: B_FOLDS = 4,
+    per_class: B_PER_CLASS = None,
 ):
     """Speed: model-only ceiling, loaders alone, end-to-end training, predict, cold start; JSON out."""
     from .bench.main import run
@@ -463,9 +601,13 @@ def bench(
     opts = dict(source_data=source_data, parts=tuple(parts.split(",")), ks=ks, seeds=seeds, epochs=epochs,
                 source_epochs=source_epochs, minutes=minutes, body_layers=tuple(body_layers or ()),
                 scratch_run=scratch_run)
+    audit_opts = dict(final_minutes=minutes, audit_minutes=audit_minutes, folds=folds, per_class=per_class,
+                      val_per_class=per_class and max(2, per_class // 3))
     run(data=data, size=size, bs=bs, images=images, json_path=json_path, console=console, device=device,
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
-        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, multi_label=multi_label)
+        bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, scan=scan,
+        precision_budget=precision_budget, export=export, serve=serve, clients=clients, seconds=seconds,
+        audit=audit, audit_options=audit_opts, multi_label=multi_label)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*Consider using tensor\.detach\(\) first")
+    from .core.host import command_started
+
+    command_started()  # the time budget counts from here (from the process's start for its first command)
     cmd = typer.main.get_command(app)
     usage_error = _click_errors()
     prog = Path(sys.argv[0]).name if not sys.argv[0].endswith(("__main__.py", "-c")) else "python -m app"

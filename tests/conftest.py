@@ -3,6 +3,7 @@ private cache/runs/models folders, and a helper that runs the CLI exactly as a u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -77,8 +78,13 @@ def small_data_72(small_data, tmp_path_factory):
     return dst
 
 
-def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
-    """`python -m app ARGS` in a new process, as a user types it."""
+def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None, fresh=False):
+    """`python -m app ARGS` as a user types it: in this process (`cli`: the same main(), no interpreter
+    start and torch import per call), or with `fresh` in a new process, where the process itself is
+    what is tested (imports, signals, warnings printed, the environment it starts with)."""
+    if not fresh:
+        with _environ(env):
+            return cli(*args, cwd=cwd, input=input, check=check)
     e = {**os.environ, **(env or {})}
     p = subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=cwd, env=e, capture_output=True,
                        text=True, timeout=timeout, input=input)
@@ -87,28 +93,48 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=600, check=False, input=None):
     return p
 
 
+@contextlib.contextmanager
+def _environ(env):
+    old = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def cli(*args, cwd=None, input=None, check=False):
     """`python -m app ARGS` in this process (no interpreter start, no torch import per call): what a
     user sees (stdout, stderr, exit code) as a CompletedProcess. Use run_cli where the process itself
     is what is tested (signals, a fresh interpreter, imports)."""
-    import contextlib
     import io
 
+    from app import cli as app_cli
     from app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    stdin = sys.stdin
+    old, stdin, argv0 = os.getcwd(), sys.stdin, sys.argv[0]
+    environ, widths = dict(os.environ), (app_cli.console.width, app_cli.err_console.width)
+    # as piped output gets it (core/paths.py console_width), COLUMNS as rich reads it at start
+    app_cli.console.width = app_cli.err_console.width = int(os.environ.get("COLUMNS") or 160)
     try:
         if cwd:
             os.chdir(cwd)
         if input is not None:
             sys.stdin = io.StringIO(input)
+        sys.argv[0] = "app/__main__.py"  # the usage lines say `python -m app`, as for a user
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main([str(a) for a in args])
     finally:
         os.chdir(old)
-        sys.stdin = stdin
+        sys.stdin, sys.argv[0] = stdin, argv0
+        app_cli.console.width, app_cli.err_console.width = widths
+        os.environ.clear()  # what a command set for itself (a bench's private cache) ends with it
+        os.environ.update(environ)
     p = subprocess.CompletedProcess(["python", "-m", "app", *map(str, args)], rc, out.getvalue(), err.getvalue())
     if check and rc != 0:
         raise AssertionError(f"exit {rc}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
@@ -200,3 +226,71 @@ def pytest_unconfigure(config):
     if n:
         tr.write_line(f"{n} tests skipped because the real data is missing: expected at {SHARED} "
                       "(APP_TEST_DATA=PATH points elsewhere)", yellow=True, bold=True)
+
+
+TRACKED_RECIPE = """# a recipe written by hand, with the options' names as keys (train --config)
+data: {data}
+weights: none
+epochs: 2
+size: 64
+bs: 8
+lr: 1e-3
+valid-every: 1
+progressive: none
+track: [tensorboard, mlflow, wandb]
+"""
+
+
+@pytest.fixture(scope="session")
+def tracked(tiny_data, tmp_path_factory):
+    """`train --config recipe.yaml` in this process, logged to all three trackers (W&B offline, MLflow
+    in the default sqlite store beside the runs): the run every tracker-reading test reads back."""
+    from app.cli import main
+
+    base = tmp_path_factory.mktemp("tracked")
+    recipe = base / "recipe.yaml"
+    recipe.write_text(TRACKED_RECIPE.format(data=tiny_data))
+    old = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "WANDB_MODE", "APP_TRACK")}
+    try:
+        assert main(["train", "--config", str(recipe), "--out", str(base / "run")]) == 0
+    finally:
+        os.environ.update({k: v for k, v in old.items() if v is not None})
+    return base / "run"
+
+
+def plant_quality(root, labels_csv, source) -> dict:
+    """A dark, a blurry and a near-blank training image (made from a real one of `source`) added to a
+    planted dataset and its labels CSV: {file relative to root: the cleanvision check that must flag it}."""
+    from PIL import ImageFilter
+
+    with Image.open(source) as im:
+        im = im.convert("RGB").resize((160, 160))
+    made = {"quality/dark.jpg": ("dark", Image.fromarray((np.asarray(im) * 0.04).astype(np.uint8))),
+            "quality/blurry.jpg": ("blurry", im.filter(ImageFilter.GaussianBlur(8))),
+            "quality/blank.jpg": ("low_information", Image.new("RGB", (160, 160), (128, 128, 128)))}
+    (root / "quality").mkdir()
+    for rel, (_, picture) in made.items():
+        picture.save(root / rel, quality=92)
+    label = source.parent.name
+    with open(labels_csv, "a", newline="", encoding="utf-8") as f:
+        f.writelines(f"{rel},{label},0\n" for rel in made)
+    return {rel: check for rel, (check, _) in made.items()}
+
+
+@pytest.fixture(scope="session")
+def audited(small_data, tmp_path_factory):
+    """`audit RUN --folds 2` of a model trained on a planted copy of small_data (its files through links):
+    10 % of the training labels changed, 3 training images re-encoded into validation, a dark, a blurry
+    and a blank image added. (audit folder, the run, the planted facts)."""
+    from app.bench.audit import plant
+    from app.cli import main
+
+    base = tmp_path_factory.mktemp("audit")
+    planted = plant(small_data, base / "planted", noise=0.1, copies=3, seed=5)
+    planted["quality"] = plant_quality(planted["root"], planted["labels"],
+                                       next((small_data / "train" / EASY[1]).iterdir()))
+    run, audit = base / "run", base / "audit"
+    assert main(["fit-one-cycle", "--data", str(planted["root"]), "--labels", str(planted["labels"]), "--epochs", "6",
+                 *map(str, FIT_ARGS), "--out", str(run)]) == 0
+    assert main(["audit", str(run), "--folds", "2", "--time", "0", "--out", str(audit)]) == 0
+    return audit, run, planted

@@ -1,11 +1,12 @@
-"""The training settings as one typed object (TrainConfig), with the rules any layer may check
-(image sizes AlexNet can take, progressive-resizing specs). Presets and the merge rule that fills
-it live in training/presets.py."""
+"""The training settings as one typed object (TrainConfig, a pydantic model), with the rules any
+layer may check (image sizes AlexNet can take, progressive-resizing specs). Presets and the merge
+rule that fills it (and reads a settings file, `train --config`) live in training/presets.py."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+import difflib
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import UsageError
 
@@ -15,9 +16,12 @@ MIN_SIZE = 64  # AlexNet + fastai head fails below 63 px ("Output size is too sm
 LOADERS = {"cached": "cached", "datablock": "datablock", "fast": "cached", "fastai": "datablock"}
 
 
-@dataclass
-class TrainConfig:
-    """Everything that decides what a training run does."""
+class TrainConfig(BaseModel):
+    """Everything that decides what a training run does. Strict types (a run's config.json and a
+    settings file are checked field by field); `replace` copies without checking, as code passes
+    values it already typed."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     command: str = "fit-one-cycle"  # fit-one-cycle | fine-tune | lr-find
     preset: str = "none"
@@ -65,7 +69,10 @@ class TrainConfig:
     max_epochs: int = 0  # with `time`: the most epochs a fast machine may plan (0 = 3 x the preset's)
 
     def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"TrainConfig has no setting {', '.join(unknown)}")
+        return self.model_copy(update=changes)
 
     def schedule(self, total_epochs: int) -> list[tuple[int, int]]:
         """[(first epoch, size), ...]: the progressive sizes, then `size` for the remaining epochs."""
@@ -90,34 +97,46 @@ class TrainConfig:
         return ",".join(parts)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Also reads runs written before a setting was renamed (ps, loader fast/fastai)."""
-        d = dict(d)
-        if "ps" in d:
-            d.setdefault("head_dropout", d.pop("ps"))
-        if "loader" in d:
-            d["loader"] = LOADERS.get(d["loader"], d["loader"])
-        d.setdefault("split_rule", 1)  # a run written before the split rule was recorded drew with rule 1
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in d.items() if k in types}
-        for k, v in kept.items():
-            if types[k] in _KINDS and not _is(v, types[k]):
-                raise ValueError(f"{k} is {v!r}, expected {_KINDS[types[k]][1]}")
-        parse_progressive(kept.get("progressive", ""))
-        return cls(**kept)
+        """A run's config.json: strict types; runs written before a setting was renamed (ps, loader
+        fast/fastai) still read, and settings no longer known are left out. ValueError: one line."""
+        d = {"split_rule": 1, **renamed(d)}  # a run written before the split rule was recorded drew with rule 1
+        cfg = validated(cls, {k: v for k, v in d.items() if k in cls.model_fields}, strict=True)
+        parse_progressive(cfg.progressive)
+        return cfg
 
 
-# the field types a run's config.json may hold, checked when it is read back (--resume, evaluate, ...)
-_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "str": ((str,), "text"),
-          "bool": ((bool,), "true or false")}
+def renamed(d: dict) -> dict:
+    """Settings under the names they had before: `ps` is head_dropout, loaders fast and fastai."""
+    d = dict(d)
+    if "ps" in d:
+        d.setdefault("head_dropout", d.pop("ps"))
+    if "loader" in d:
+        d["loader"] = LOADERS.get(d["loader"], d["loader"])
+    return d
 
 
-def _is(value, kind: str) -> bool:
-    types, _ = _KINDS[kind]
-    return isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+# pydantic's error types in the words the one-line errors use
+_EXPECTED = {"int_type": "a whole number", "int_from_float": "a whole number", "int_parsing": "a whole number",
+             "float_type": "a number", "float_parsing": "a number", "string_type": "text",
+             "bool_type": "true or false", "bool_parsing": "true or false"}
+
+
+def validated(cls, values: dict, strict: bool):
+    """cls(**values) checked by pydantic; the first problem as one line (ValueError)."""
+    try:
+        return cls.model_validate(values, strict=strict)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(map(str, err["loc"])) or "settings"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+            raise ValueError(f"{key} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")) from None
+        what = _EXPECTED.get(err["type"], err["msg"].lower())
+        raise ValueError(f"{key} is {err.get('input')!r}, expected {what}") from None
 
 
 def parse_progressive(spec: str) -> list[tuple[int, float]]:

@@ -5,14 +5,57 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+_COMMAND_START: list[float] = []  # when this process's current command began (cli.main sets it)
+_clock_origin: float | None = None  # set by own_clock(): a command run inside another one
+
+
+def command_started() -> None:
+    """A command begins: its first in this process counts from the process's start (imports are
+    part of what the user waits for), a later one (the tests run commands in one process) from now."""
+    import psutil
+
+    _COMMAND_START[:] = [psutil.Process().create_time() if not _COMMAND_START else time.time()]
 
 
 def process_seconds() -> float:
-    """Seconds since this process started (imports included: what the user waited)."""
+    """Seconds since this command started (since the process started for a command run as a user
+    runs it, imports included), or since the innermost own_clock() began: a training run inside
+    `audit` keeps its own budget."""
+    if _clock_origin is not None:
+        return time.time() - _clock_origin
     import psutil
 
-    return time.time() - psutil.Process().create_time()
+    return time.time() - (_COMMAND_START[0] if _COMMAND_START else psutil.Process().create_time())
+
+
+class Phases:
+    """When each step before fitting ended, in seconds since the process started (what the user
+    waited): one command per process, reset when it begins. config.json records them ("phases")."""
+
+    marks: dict[str, float] = {}
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.marks = {}
+
+    @classmethod
+    def mark(cls, name: str) -> None:
+        cls.marks[name] = round(process_seconds(), 1)
+
+
+@contextmanager
+def own_clock():
+    """A block timed as if it were its own process: process_seconds() counts from its start (the
+    folds of `audit` are train runs of one process, each with its own --time)."""
+    global _clock_origin
+    old, _clock_origin = _clock_origin, time.time()
+    try:
+        yield
+    finally:
+        _clock_origin = old
 
 
 def rss_mb() -> float:

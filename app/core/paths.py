@@ -49,3 +49,24 @@ def console_width(stream) -> int | None:
 def debug() -> bool:
     """APP_DEBUG=1: tracebacks instead of one-line errors."""
     return bool(os.environ.get("APP_DEBUG"))
+
+
+def track_env() -> str:
+    """APP_TRACK: the trackers every training command logs to when --track is not typed (as
+    Ultralytics reads its settings), e.g. `tensorboard,mlflow`."""
+    return os.environ.get("APP_TRACK", "")
+
+
+def mlflow_uri() -> str:
+    """MLflow's own MLFLOW_TRACKING_URI, else a local sqlite store beside the runs (MLflow 3 refuses
+    a plain ./mlruns file store unless MLFLOW_ALLOW_FILE_STORE is set)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(runs_root() / 'mlflow.db').resolve()}"
+
+
+def mlflow_experiment() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or "alexnet-cli"
+
+
+def wandb_settings() -> tuple[str, str]:
+    """(mode, project): W&B offline unless WANDB_MODE says otherwise; WANDB_PROJECT or alexnet-cli."""
+    return os.environ.get("WANDB_MODE") or "offline", os.environ.get("WANDB_PROJECT") or "alexnet-cli"

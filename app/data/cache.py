@@ -26,7 +26,7 @@ from ..core.errors import DataError
 from ..core.paths import dataset_cache_dir
 from ..core.progress import bar
 from .images import BadImage, needs_pil, open_rgb, resize_square
-from .scan import Dataset, Item
+from .scan import Dataset, Item, record_decoded
 
 VERSION = 1
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -192,7 +192,7 @@ def _open_if_current(d: Path, rows: list[list], size: int) -> Cache | None:
         m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if m.get("version") != VERSION or m.get("size") != size or m.get("sources") != rows:
+    if m.get("version") != VERSION or m.get("size") != size or not _same_sources(m, rows):
         return None
     if (d / "images.u8").stat().st_size != len(m["rows"]) * 3 * size * size:
         return None
@@ -207,6 +207,16 @@ def _labels(rows: list, n_classes: int) -> np.ndarray:
             out[i, r[2]] = 1.0
         return out
     return np.array([r[2] for r in rows], dtype=np.int64)
+
+
+def _same_sources(m: dict, rows: list[list]) -> bool:
+    """The cache was built from these files; or from these and the ones it found it could not decode
+    (a later scan knows them from the build and no longer lists them)."""
+    if m.get("sources") == rows:
+        return True
+    root = Path(m.get("root", ""))
+    bad = {Path(p).relative_to(root).as_posix() for p, _ in m.get("skipped", []) if Path(p).is_relative_to(root)}
+    return bool(bad) and [r for r in m.get("sources", []) if r[0] not in bad] == rows
 
 
 def _open(d: Path, m: dict) -> Cache:
@@ -317,6 +327,8 @@ def _write(ds, sizes, rows, tmps, dirs, progress, workers, decoder, resize) -> d
     finally:
         for f in files.values():
             f.close()
+    bad = dict(skipped)
+    record_decoded(ds.root, {p: bad.get(p) for p in paths})  # the scan's verdicts, from this one decode
     return {s: _swap_in(ds, s, rows, kept, skipped, tmps[s], dirs[s]) for s in sizes}
 
 

@@ -213,6 +213,29 @@ def needs_pil(path: str | Path) -> bool:
         return True
 
 
+def read_header(path: str | Path) -> tuple[str, int]:
+    """(Pillow mode, shorter side) from the file's header, nothing decoded; BadImage for what the
+    header already shows (not a file, not an image, over the size limit). What only a full decode
+    finds (a truncated or corrupt body) is found where the pixels are decoded (the decoded cache)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            w, h, mode = *im.size, im.mode
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"too large: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
+    except Exception as e:
+        raise BadImage(f"cannot open: {first_words(e)}") from None
+    if w * h > MAX_PIXELS:
+        raise BadImage(f"too large: {w}x{h} = {w * h / 1e6:.1f} MP, over the {MAX_PIXELS / 1e6:.1f} MP "
+                       "decompression-bomb limit")
+    if w == 0 or h == 0:
+        raise BadImage(f"empty image ({w}x{h})")
+    return mode, min(w, h)
+
+
 def check_image(path: str | Path) -> str | None:
     """None when `path` decodes, else the reason it does not."""
     try:

@@ -391,5 +391,8 @@ def _cached(ds: Dataset, cfg, size: int, device, progress, log):
     sizes = [stored_size(s) for s in cfg.sizes()]
     resize = getattr(cfg, "resize", "crop")
     caches = dist.rank0_first(lambda: open_or_build_all(ds, sizes, progress=progress, log=log, resize=resize))
-    ds.skipped.extend(next(iter(caches.values())).skipped)
+    found = [s for s in next(iter(caches.values())).skipped if s[0] not in dict(ds.skipped)]
+    ds.skipped.extend(found)  # files whose header read but whose pixels do not decode
+    bad = {p for p, _ in found}
+    ds.items = [it for it in ds.items if str(it.path) not in bad]
     return cached_dls(caches, cfg, size, device)

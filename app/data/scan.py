@@ -21,7 +21,7 @@ from ..core.errors import DataError
 from ..core.files import write_text
 from ..core.paths import dataset_cache_dir
 from .classes import class_names
-from .images import BadImage, is_image_name, open_rgb
+from .images import BadImage, is_image_name, open_rgb, read_header
 from .layout import SPLIT_RULE, SPLITS, Layout, assign_splits, detect, files, is_ignored, reading_of
 
 IMBALANCE_WARN = 5.0
@@ -154,6 +154,16 @@ def _check_one(path: str) -> tuple[str | None, str, int]:
     return None, _mode(path), min(im.size)
 
 
+def _check_header(path: str) -> tuple[str | None, str, int]:
+    """_check_one from the header alone (read_header): what the decoded cache's one decode of the
+    file then completes (record_decoded)."""
+    try:
+        mode, side = read_header(path)
+    except BadImage as e:
+        return str(e), "", 0
+    return None, mode, side
+
+
 def _mode(path: str) -> str:
     """The file's own Pillow mode (L, RGB, CMYK, I;16, ...), for the `data` table."""
     import warnings
@@ -170,7 +180,9 @@ def _mode(path: str) -> str:
 
 
 class _Verdicts:
-    """Decode verdicts per file, remembered by (size, mtime) so a re-scan only re-checks changes."""
+    """Decode verdicts per file, remembered by (size, mtime) so a re-scan only re-checks changes.
+    Each is "full" (the file was decoded) or "header" (only its header was read, by a scan for the
+    decoded cache, whose build then decodes the file once and makes the verdict full)."""
 
     def __init__(self, root: Path):
         self.file = dataset_cache_dir(root) / "verdicts.json"
@@ -179,14 +191,22 @@ class _Verdicts:
         except (OSError, ValueError):
             self.data = {}
 
-    def get(self, path: Path, st: os.stat_result):
+    def get(self, path: Path, st: os.stat_result, full: bool = True):
         v = self.data.get(str(path))
-        if v and len(v) == 5 and v[0] == st.st_size and v[1] == st.st_mtime_ns:
-            return v[2], v[3], v[4]
-        return None
+        if not v or len(v) < 5 or v[0] != st.st_size or v[1] != st.st_mtime_ns:
+            return None
+        if full and len(v) > 5 and v[5] != "full":
+            return None
+        return v[2], v[3], v[4]
 
-    def put(self, path: Path, st: os.stat_result, reason, mode, side):
-        self.data[str(path)] = [st.st_size, st.st_mtime_ns, reason, mode, side]
+    def put(self, path: Path, st: os.stat_result, reason, mode, side, kind: str = "full"):
+        self.data[str(path)] = [st.st_size, st.st_mtime_ns, reason, mode, side, kind]
+
+    def decoded(self, path: str, reason: str | None) -> None:
+        """A file the cache build decoded: its header verdict becomes full."""
+        v = self.data.get(path)
+        if v and len(v) >= 5:
+            self.data[path] = [v[0], v[1], reason, v[3], v[4], "full"]
 
     def save(self):
         try:
@@ -195,11 +215,22 @@ class _Verdicts:
             pass  # a read-only cache only costs a re-check next time
 
 
-def scan(root: str | Path, verify: bool = True, progress=None, workers: int | None = None, labels=None,
+def record_decoded(root: Path, results: dict[str, str | None]) -> None:
+    """What the decoded cache's build found decoding each file (None: it decodes), remembered as the
+    file's full verdict: the first run decodes each image once, for both."""
+    verdicts = _Verdicts(root)
+    for path, reason in results.items():
+        verdicts.decoded(path, reason)
+    verdicts.save()
+
+
+def scan(root: str | Path, verify: bool | str = True, progress=None, workers: int | None = None, labels=None,
          valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", split_rule: int = SPLIT_RULE,
          label_delim: str | None = None) -> Dataset:
-    """List and check a dataset in any accepted layout. `verify` decodes every image (remembered
-    between runs). Its paths are absolute (resolved), so what a run stores works from any folder."""
+    """List and check a dataset in any accepted layout. `verify`: True decodes every image, "header"
+    reads headers only (the decoded cache's build decodes each file once and completes the verdict),
+    False neither (verdicts are remembered between runs). Its paths are absolute (resolved), so what a
+    run stores works from any folder."""
     root = Path(root).expanduser().resolve()
     lay = detect(root, labels, valid_pct, split_seed, layout, split_rule, label_delim)
     skipped: list[tuple[str, str]] = []
@@ -219,7 +250,9 @@ def scan(root: str | Path, verify: bool = True, progress=None, workers: int | No
 
 
 def scan_for(cfg, **kw) -> Dataset:
-    """scan() of a run's data as its settings read it (layout options included)."""
+    """scan() of a run's data as its settings read it (layout options included). For the cached
+    loader the headers only: its cache build decodes every file once, for the verdict too."""
+    kw.setdefault("verify", "header" if getattr(cfg, "loader", "") == "cached" else True)
     return scan(cfg.data, **reading_of(cfg), **kw)
 
 
@@ -252,9 +285,9 @@ def _dataset(lay: Layout, readable: list, skipped: list, modes: Counter) -> Data
     return ds
 
 
-def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) -> list[tuple[str | None, str, int]]:
+def _verdicts(root: Path, paths: list[Path], verify, progress, workers) -> list[tuple[str | None, str, int]]:
     """(reason or None, Pillow mode, shorter side) per file: remembered ones reused, the others
-    decoded now."""
+    decoded (or their headers read) now."""
     verdicts = _Verdicts(root)
     out: list = [None] * len(paths)
     todo = []
@@ -264,32 +297,34 @@ def _verdicts(root: Path, paths: list[Path], verify: bool, progress, workers) ->
         except OSError as e:
             out[i] = ("symlink loop" if e.errno == 40 else f"cannot stat: {e.strerror}", None, 0)
             continue
-        out[i] = verdicts.get(p, st) if verify else (None, "?", 0)
+        out[i] = verdicts.get(p, st, full=verify is True) if verify else (None, "?", 0)
         if out[i] is None:
             todo.append((i, st))
     if todo:
-        results = _map_checks([str(paths[i]) for i, _ in todo], progress, workers)
+        check = _check_one if verify is True else _check_header
+        results = _map_checks([str(paths[i]) for i, _ in todo], progress, workers, check)
         for (i, st), res in zip(todo, results):
             out[i] = res
-            verdicts.put(paths[i], st, *res)
+            verdicts.put(paths[i], st, *res, kind="full" if verify is True else "header")
         verdicts.save()
     return out
 
 
-def _map_checks(paths: list[str], progress, workers: int | None):
-    """Check every file (in worker processes when there are many), with one transient bar."""
+def _map_checks(paths: list[str], progress, workers: int | None, check=_check_one):
+    """Check every file (on every core when there are many), with one transient bar."""
     from ..core.progress import bar
 
     workers = workers or min(len(paths) // 256 + 1, os.cpu_count() or 1)
     out = []
-    with bar(progress, "checking images", len(paths)) as advance:
+    what = "checking images" if check is _check_one else "reading image headers"
+    with bar(progress, what, len(paths)) as advance:
         if workers <= 1:
             for p in paths:
-                out.append(_check_one(p))
+                out.append(check(p))
                 advance()
             return out
         with ProcessPoolExecutor(workers) as ex:
-            for r in ex.map(_check_one, paths, chunksize=64):
+            for r in ex.map(check, paths, chunksize=64):
                 out.append(r)
                 advance()
     return out

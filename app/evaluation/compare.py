@@ -1,4 +1,6 @@
-"""`python -m app compare`: several runs' settings and metrics in one table (and JSON)."""
+"""`python -m app compare`: several runs' settings and metrics in one table (and JSON). `sha256` is
+the start of the trained weights' SHA-256 (config.json `weights_sha256`): runs that show the same
+one ended with the same weights, bit for bit (a replay with `train --config`), and a line says so."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> li
         check_writable(json_path)
     t = Table(title="runs", title_justify="left")
     cols = ["run", "command", "preset", "weights", "epochs", "size", "lr", "bs", "loader", "wall s", "fit s",
-            "accuracy", "precision", "recall", "F1", "TTA acc"]
+            "accuracy", "precision", "recall", "F1", "TTA acc", "sha256"]
     for i, c in enumerate(cols):
         t.add_column(c, justify="right" if i >= 4 and c != "loader" else "left")
     out = []
@@ -36,14 +38,18 @@ def compare_runs(runs: list[Path], console, json_path: Path | None = None) -> li
                "weights": cfg.weights, "epochs": cfg.epochs, "size": cfg.size, "progressive": cfg.progressive,
                "lr": cfg.lr, "bs": cfg.bs, "loader": cfg.loader, "wall_s": meta.get("wall_seconds"),
                "fit_s": meta.get("fit_seconds"), **{k: m[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
-               "tta_accuracy": m.get("tta", {}).get("accuracy")}
+               "tta_accuracy": m.get("tta", {}).get("accuracy"), "weights_sha256": meta.get("weights_sha256")}
         out.append(row)
         cells = [str(r), cfg.command, cfg.preset, cfg.weights, str(cfg.epochs), str(cfg.size), f"{cfg.lr:g}",
                  str(cfg.bs), cfg.loader, str(row["wall_s"] or ""), str(row["fit_s"] or ""), _pct(row["accuracy"]),
                  _pct(row["precision_macro"]), _pct(row["recall_macro"]), _pct(row["f1_macro"]),
-                 _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else ""]
+                 _pct(row["tta_accuracy"]) if row["tta_accuracy"] is not None else "", (row["weights_sha256"] or "")[:12]]
         t.add_row(*map(Text, cells))  # paths and names as typed, not as rich markup
     console.print(t)
+    for digest in dict.fromkeys(r["weights_sha256"] for r in out if r["weights_sha256"]):
+        same = [r["run"] for r in out if r["weights_sha256"] == digest]
+        if len(same) > 1:
+            console.print(Text(f"same trained weights, bit for bit (sha256 {digest[:12]}): {', '.join(same)}"))
     if json_path:
         body = json.dumps(out if len(out) > 1 else out[0], indent=2, default=str)
         write_new(json_path, lambda f: f.write(body))

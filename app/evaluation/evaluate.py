@@ -23,9 +23,9 @@ class Interp(ClassificationInterpretation):
     -log p(actual class): the training loss may be class-weighted (--balance weights) or smoothed,
     which would rank a rare class's images first for their weight, not for how wrong they are."""
 
-    def __init__(self, learn, dl, probs, targs, losses=None):
+    def __init__(self, learn, dl, probs, targs, losses=None, logits=None):
         super().__init__(learn, dl, plain_losses(probs, targs))
-        self.probs, self.targs = probs, targs
+        self.probs, self.targs, self.logits = probs, targs, logits  # logits: when the pass kept them
 
     @classmethod
     def compute(cls, learn, dl=None):
@@ -50,16 +50,18 @@ def plain_losses(probs, targs):
 
 
 def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figures: bool = True,
-                     ds=None, which: str = "last", split: str = "val") -> dict:
+                     ds=None, which: str = "last", split: str = "val", keep_probs: bool = False,
+                     interp: Interp | None = None) -> dict:
     """Metrics, interpretation and figures for `learn` (the run's `which` model) on its validation
-    set, or on the layout's test split (files of their own, beside the validation ones), into `run`."""
+    set, or on the layout's test split (files of their own, beside the validation ones), into `run`;
+    `keep_probs`: every image's probabilities too (probs.npz); `interp`: predictions already made."""
     from . import figures as fig
 
     run = Path(run)
     if getattr(learn.dls, "multi", False):
         return evaluate_multi(learn, run, tta, log, figures, ds, which, split, size=cfg.size)
-    dl = None if split == "val" else _split_loader(learn, ds, split)
-    interp = Interp.compute(learn, dl)
+    if interp is None:
+        interp = Interp.compute(learn, None if split == "val" else _split_loader(learn, ds, split))
     m = scores(learn, interp, cfg, tta)
     m.update(model=which, split=split)
     if not is_rank0():
@@ -67,9 +69,13 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
     _keep_earlier_tta(split_file(run, "metrics", "json", split), m)
     write_json(split_file(run, "metrics", "json", split), m)
     write_top_losses(interp, split_file(run, "top_losses", "csv", split), ds)
+    if keep_probs:
+        write_probs(interp, split_file(run, "probs", "npz", split))
     log(format_metrics(m))
+    if figures and "calibration" not in m:
+        log("calibration and Grad-CAM figures need the audit extra: pip install .[audit] (skipped)")
     if figures:
-        fig.draw_all(fig.FigureInputs(run, m, learn, interp, ds, split), log=log)
+        fig.draw_all(fig.FigureInputs(run, m, learn, interp, ds, split, cfg.resize), log=log)
         if split == "val":
             write_text(run / "summary.txt", model_summary(learn))
     return m
@@ -138,6 +144,11 @@ def scores(learn, interp, cfg, tta: bool) -> dict:
     m["most_confused"] = [[str(a), str(p), int(n)] for a, p, n in interp.most_confused(min_val=1)[:20]]
     m["classes"] = vocab
     m["size"] = getattr(learn, "cur_size", cfg.size)
+    from . import calibration
+
+    if calibration.available():  # the audit extra; without it, no calibration (said once, evaluate_learner)
+        logits = interp.logits.numpy() if interp.logits is not None else None
+        m["calibration"] = calibration.calibration_entry(interp.probs.numpy(), interp.targs.numpy(), logits)
     if tta:
         tp, tt = learn.tta(dl=interp.dl)
         t = metrics_from(tp, tt, vocab)
@@ -180,6 +191,17 @@ def write_top_losses(interp, path: Path, ds=None) -> None:
                         f"{float(pr.max()):.4f}", f"{loss:.4f}", top3])
 
 
+def write_probs(interp, path: Path) -> None:
+    """probs.npz: each image's file, label index and probabilities (float32), in loader order."""
+    import numpy as np
+
+    from ..core.files import atomic
+
+    files = item_paths(interp.dl, len(interp.probs))
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, paths=np.array(files), targets=interp.targs.numpy(), probs=interp.probs.float().numpy())
+
+
 def format_metrics(m: dict) -> str:
     if m.get("task") == "multi-label":
         return (f"{'test split: ' if m.get('split') == 'test' else ''}multi-label: macro F1 {m['f1_macro']:.4f} "
@@ -194,6 +216,11 @@ def format_metrics(m: dict) -> str:
                      f"(none: {', '.join(m['classes_without_images'][:5])})")
     if "tta" in m:
         lines.append(f"with TTA: accuracy {m['tta']['accuracy']:.4f}  F1 {m['tta']['f1_macro']:.4f}")
+    c = m.get("calibration")
+    if c:
+        after = f", {100 * c['ece_after']:.2f} % after it (held-out halves)" if "ece_after" in c else ""
+        lines.append(f"calibration: ECE {100 * c['ece']:.2f} % ({c['n_bins']} bins); temperature {c['temperature']:.3f}"
+                     f"{after}")
     return "\n".join(lines)
 
 

@@ -369,6 +369,146 @@ def plot_lr_find(lr_json: Path, path: Path) -> Path:
     return _save(fig, path)
 
 
+def reliability(m: dict, path: Path) -> Path | None:
+    """Reliability diagram: accuracy per bin of top-1 confidence before temperature scaling (bars, with
+    their image counts), after it (each half scaled by the temperature of the other), the diagonal."""
+    c = m.get("calibration")
+    if not c:
+        return None
+    bins = np.array(c["bins"], dtype=float)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.8, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0, 1] - bins[0, 0]
+    shown = bins[:, 4] > 0
+    ax.bar(bins[shown, 0], bins[shown, 3] * 100, width, align="edge", color="C0", alpha=0.75, edgecolor="white",
+           label=f"as trained (ECE {c['ece'] * 100:.2f} %)")
+    if c.get("bins_after"):
+        after = np.array(c["bins_after"], dtype=float)
+        keep = after[:, 4] > 0
+        ax.plot(after[keep, 2], after[keep, 3] * 100, "o-", color="C3",
+                label=f"temperature-scaled, held out (ECE {c['ece_after'] * 100:.2f} %)")
+    ax.plot([0, 1], [0, 100], "k--", lw=1, label="perfect calibration")
+    ax.set(ylim=(0, 100), ylabel="accuracy in the bin (%)",
+           title=f"Reliability ({c['n_bins']} bins, n = {c['n']}; temperature {c['temperature']:.2f})")
+    ax.legend(loc="upper left", fontsize=8)
+    hist.bar(bins[:, 0], bins[:, 4], width, align="edge", color="gray", edgecolor="white")
+    hist.set(xlim=(0, 1), xlabel="top-1 confidence (probability of the predicted class)", ylabel="images")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+CAM_SHOWN = 12  # images in each Grad-CAM grid
+
+
+def _tiles(images: list, titles: list[str], path: Path, title: str, cols: int = 4) -> Path | None:
+    """A grid of pictures (arrays or PIL images) with a title each."""
+    if not images:
+        return None
+    rows = int(np.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.7 * rows), squeeze=False, dpi=90)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, im, t in zip(axes.flat, images, titles):
+        ax.imshow(im)
+        ax.set_title(t, fontsize=8.5)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def cam_top_losses(interp, learn, size: int, resize: str, path: Path, k: int = CAM_SHOWN) -> Path | None:
+    """Grad-CAM over the top losses: where the model looked when it predicted what it did."""
+    from ..data.images import BadImage
+    from ..data.loaders import item_paths
+    from ..model.cam import CamModel
+
+    if interp is None or learn is None or not _has("pytorch_grad_cam"):
+        return None
+    cam = CamModel.from_learner(learn, size, resize)
+    files, vocab = item_paths(interp.dl, len(interp.probs)), list(interp.vocab)
+    picked, arrays = [], []
+    for i in interp.top_losses()[1].tolist():
+        try:
+            arrays.append(cam.load(files[i]))
+            picked.append(i)
+        except BadImage:
+            continue
+        if len(picked) == k:
+            break
+    shown = cam.overlays(arrays)
+    titles = [f"predicted: {vocab[c]} ({p:.2f})\nactual: {vocab[int(interp.targs[i])]}" for i, (_, c, p) in
+              zip(picked, shown)]
+    return _tiles([o for o, _, _ in shown], titles, path, "Grad-CAM (LayerCAM) on the top losses: where the model looked for "
+                  "the class it predicted")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _open_shown(path: str, side: int = 192):
+    from ..data.images import BadImage, open_rgb
+
+    try:
+        im = open_rgb(path, min_size=side)
+    except BadImage:
+        return None
+    im.thumbnail((side, side))
+    return im
+
+
+def label_issue_grid(run: Path, path: Path, k: int = CAM_SHOWN) -> Path | None:
+    """The worst label issues, each as its Grad-CAM overlay for the suggested class (audit.csv)."""
+    from .findings import read_findings
+
+    images, titles = [], []
+    for f in read_findings(run)["label_issue"]:
+        im = _open_shown(str(run / f.cam)) if f.cam else _open_shown(f.path)
+        if im is None:
+            continue
+        images.append(im)
+        titles.append(f"{f.split}: {Path(f.path).name[:28]}\ngiven: {f.given}\nsuggested: {f.suggested} "
+                      f"(quality {f.score:.3f})")
+        if len(images) == k:
+            break
+    return _tiles(images, titles, path, "Label issues, worst first (cleanlab, out-of-sample): Grad-CAM for the "
+                  "suggested class")
+
+
+def leakage_pairs(run: Path, path: Path, k: int = 8) -> Path | None:
+    """Validation images and their near copies in training, side by side (audit.csv)."""
+    from .findings import read_findings
+
+    images, titles = [], []
+    for f in read_findings(run)["leakage"]:
+        a, b = _open_shown(f.path), _open_shown(f.other)
+        if a is None or b is None:
+            continue
+        images += [a, b]
+        titles += [f"validation: {Path(f.path).name[:30]}\n{f.given}", f"training: {Path(f.other).name[:30]}\n"
+                   f"cosine {f.score:.4f}"]
+        if len(images) == 2 * k:
+            break
+    return _tiles(images, titles, path, "Train/validation leakage: each validation image beside its near copy in "
+                  "training", cols=4)
+
+
+def low_quality_grid(run: Path, path: Path, k: int = CAM_SHOWN) -> Path | None:
+    """Images cleanvision flags (blurry, dark, near-blank, odd aspect ratio), listed, not removed."""
+    from .findings import read_findings
+
+    images, titles = [], []
+    for f in read_findings(run)["low_quality"]:
+        im = _open_shown(f.path)
+        if im is not None:
+            images.append(im)
+            titles.append(f"{f.detail.replace('_', ' ')}\n{f.split}: {Path(f.path).name[:30]}")
+        if len(images) == k:
+            break
+    return _tiles(images, titles, path, "Low-quality images (cleanvision), listed, not removed")
+
+
 @dataclass
 class FigureInputs:
     """What a figure may be drawn from; a figure whose input is missing is not drawn."""
@@ -380,6 +520,7 @@ class FigureInputs:
     ds: object = None
     split: str = "val"  # "test": the figures of a test split's evaluation, in files of their own
     preds: tuple | None = None  # (probabilities, targets) of a multi-label evaluation
+    resize: str = "crop"  # how the run makes images square (Grad-CAM loads them the same way)
 
 
 @dataclass(frozen=True)
@@ -390,6 +531,7 @@ class Figure:
     wide: bool  # the report's full width (else its two-column grid)
     per_split: bool  # drawn again, into <file>_test, for `evaluate --split test`
     draw: Callable[[FigureInputs, Path], Path | None]
+    audit: bool = False  # drawn from audit.csv: an audit folder's figure, shown in the report's audit section
 
 
 def _lr_find(i: FigureInputs, p: Path) -> Path | None:
@@ -418,14 +560,28 @@ FIGURES: tuple[Figure, ...] = (
     Figure("top_losses", "09_top_losses.jpg", "Top losses (fastai plot_top_losses)", True, True,
            lambda i, p: top_losses(i.interp, p) if i.interp is not None else None),
     Figure("lr_find", "10_lr_find.png", "Learning-rate finder", False, False, _lr_find),
-    Figure("label_confusion", "11_label_confusion.png", "Per-label confusion (multi-label)", True, True,
+    Figure("reliability", "11_reliability.png", "Reliability diagram: accuracy against confidence, before and after "
+           "temperature scaling", False, True,
+           lambda i, p: reliability(i.metrics, p) if i.metrics and not _multi(i) else None),
+    Figure("cam_top_losses", "12_gradcam_top_losses.jpg", "Grad-CAM on the top losses (AlexNet's last convolution)",
+           True, True, lambda i, p: None if _multi(i) else cam_top_losses(
+               i.interp, i.learn, (i.metrics or {}).get("size", 128), i.resize, p)),
+    Figure("label_issues", "13_label_issues.jpg", "Label issues with Grad-CAM for the suggested class", True, False,
+           lambda i, p: label_issue_grid(i.run, p), audit=True),
+    Figure("leakage", "14_leakage_pairs.jpg", "Validation images with a near copy in training", True, False,
+           lambda i, p: leakage_pairs(i.run, p), audit=True),
+    Figure("low_quality", "15_low_quality.jpg", "Low-quality images (cleanvision)", True, False,
+           lambda i, p: low_quality_grid(i.run, p), audit=True),
+    Figure("label_confusion", "16_label_confusion.png", "Per-label confusion (multi-label)", True, True,
            lambda i, p: fm.label_confusion(i.metrics, p) if _multi(i) else None),
-    Figure("pr_curves", "12_pr_curves.png", "Precision-recall per label, chosen thresholds (multi-label)", True, True,
+    Figure("pr_curves", "17_pr_curves.png", "Precision-recall per label, chosen thresholds (multi-label)", True, True,
            lambda i, p: fm.pr_curves(i.metrics, *i.preds, p) if _multi(i) and i.preds else None),
-    Figure("top_losses_multi", "13_top_losses_multi.jpg", "Top losses: labels missed and wrong (multi-label)", True,
+    Figure("top_losses_multi", "18_top_losses_multi.jpg", "Top losses: labels missed and wrong (multi-label)", True,
            True, lambda i, p: fm.top_losses_multi(_split_csv(i, "top_losses"), p) if _multi(i) else None),
 )
 BY_KEY = {f.key: f for f in FIGURES}
+AUDIT_KEYS = tuple(f.key for f in FIGURES if f.audit)
+
 
 
 def _multi(i: FigureInputs) -> bool:

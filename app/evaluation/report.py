@@ -1,13 +1,17 @@
 """report.html: one self-contained page per run (figures embedded, no network, no scripts),
-and `compare`: several runs' settings and metrics in one table."""
+rendered from a Jinja2 template (templates/report.html.j2) with autoescape on: every value read
+from the run's files is shown as text; only what this module makes (embedded images, the
+template's own sections) is HTML. `compare`: several runs' settings and metrics in one table."""
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
+from functools import cache
 from pathlib import Path
+
+from markupsafe import Markup
 
 from ..core.files import read_json, write_text
 from ..core.rundir import load_config
@@ -18,6 +22,7 @@ CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 main{max-width:1180px;margin:0 auto;padding:24px}
 h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 10px;border-bottom:2px solid #dde1e7;padding-bottom:4px}
+h3{font-size:16px;margin:20px 0 8px}
 .sub{color:#5b6475;margin:0 0 16px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:12px 18px;min-width:140px}
@@ -32,7 +37,24 @@ figcaption{color:#5b6475;font-size:13px;margin-top:6px;text-align:center}
 .thumb{width:72px;height:72px;object-fit:cover;border-radius:4px}
 .cols{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 .weights{background:#fff;border-left:4px solid #3b6fd8;padding:8px 12px;margin:0 0 16px}
+.note{background:#fff8e6;border-left:4px solid #e0a800;padding:8px 12px}
+pre.summary{background:#fff;border:1px solid #dde1e7;padding:10px;overflow:auto;font-size:12px}
 """
+
+
+@cache
+def _macros():
+    """The template's macros (one per section), from the package's templates/ folder."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("app.evaluation", "templates"), autoescape=select_autoescape(["j2"]),
+                      undefined=StrictUndefined)
+    return env.get_template("report.html.j2").module
+
+
+def render(section: str, *args, **kw) -> Markup:
+    """One section of the page: the template's macro of that name, its values escaped."""
+    return Markup(getattr(_macros(), section)(*args, **kw))
 
 
 def _img(path: Path) -> str:
@@ -40,7 +62,10 @@ def _img(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _thumb(path: str, size: int = 96) -> str:
+def thumb(path: str, size: int = 96) -> Markup | str:
+    """A small JPEG of an image file, embedded (empty when it cannot be read)."""
+    from markupsafe import escape
+
     from ..data.images import BadImage, open_rgb
 
     try:
@@ -50,27 +75,8 @@ def _thumb(path: str, size: int = 96) -> str:
     im.thumbnail((size, size))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=80)
-    return f'<img class="thumb" alt="{html.escape(Path(path).name)}" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-class Raw(str):
-    """HTML this module made (a thumbnail, a bold label): the one kind of cell not escaped."""
-
-
-def _cell(c) -> str:
-    return c if isinstance(c, Raw) else html.escape(str(c))
-
-
-def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
-    """Every cell escaped, whatever its column (run files can be edited), except Raw ones."""
-    h = "".join(f"<th>{_cell(c)}</th>" for c in header)
-    body = "".join(
-        "<tr>" + "".join(
-            f'<td class="n">{_cell(c)}</td>' if i in numeric else f"<td>{_cell(c)}</td>" for i, c in enumerate(r)
-        ) + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return Markup(f'<img class="thumb" alt="{escape(Path(path).name)}" '
+                  f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">')
 
 
 def _pct(x) -> str:
@@ -103,80 +109,78 @@ def _csv(path: Path) -> list[list[str]]:
 
 def write_report(run: str | Path) -> Path:
     """report.html: one self-contained page (figures embedded, no network, no scripts)."""
+    from .figures import AUDIT_KEYS
+
     run = Path(run)
     cfg, meta = load_config(run)
     m = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
-    sections = [_header(run, cfg, meta, m), _configuration(cfg, meta), _metrics(m), _history(run), _time(meta),
-                _figures(run), _top_losses(run), _test_split(run, cfg), _skipped(run), _summary(run)]
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width,initial-scale=1"><title>{html.escape(run.name)}: report</title>'
-            f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body><main>{"".join(sections)}</main></body></html>')
-    write_text(run / "report.html", page)
+    sections = [_header(run, cfg, meta, m), _audit(run), _configuration(cfg, meta), _metrics(m), _history(run),
+                _time(meta), _figures(run, exclude=AUDIT_KEYS), _top_losses(run), _test_split(run, cfg), _skipped(run),
+                _summary(run)]
+    page = render("page", run.name, Markup(CSS), [s for s in sections if s])
+    write_text(run / "report.html", str(page))
     return run / "report.html"
 
 
-def _header(run: Path, cfg, meta: dict, m: dict | None) -> str:
-    e = html.escape
+def _header(run: Path, cfg, meta: dict, m: dict | None) -> Markup:
     weights = meta.get("weights_reason") or f"weights {cfg.weights}"
-    parts = [f"<h1>{e(run.name)}</h1>",
-             f'<p class="sub">{e(cfg.command)} · preset {e(cfg.preset)} · {e(str(meta.get("device", "")))} · '
-             f'{e(str(meta.get("created", "")))} · status {e(str(meta.get("status", "")))}</p>',
-             f'<p class="weights"><b>Weights:</b> {e(weights)}</p>']
-    if "plan" in meta:
-        parts.append(f'<p class="sub"><b>Time budget:</b> {e(meta["plan"].get("summary", ""))}</p>')
-    if m:
-        parts.append(_cards(m, cfg))
-    return "".join(parts)
+    sub = (f'{meta.get("command") or cfg.command} · preset {cfg.preset} · {meta.get("device", "")} · {meta.get("created", "")} · '
+           f'status {meta.get("status", "")}')
+    plan = meta["plan"].get("summary", "") if "plan" in meta else ""
+    return render("header", run.name, sub, weights, plan, _cards(m, cfg) if m else "")
 
 
-def _cards(m: dict, cfg) -> str:
-    e = html.escape
+def _cards(m: dict, cfg) -> Markup:
     cards = [("accuracy", m["accuracy"]), ("macro precision", m["precision_macro"]),
              ("macro recall", m["recall_macro"]), ("macro F1", m["f1_macro"])]
+    if m.get("task") == "multi-label":  # accuracy: the exact label set
+        cards = [("exact-set accuracy", m["accuracy"])] + cards[1:] + [("micro F1", m["f1_micro"]), ("mAP", m["map"])]
     if "tta" in m:
         cards.append(("accuracy with TTA", m["tta"]["accuracy"]))
     where = "test" if m.get("split") == "test" else "validation"
     over, n_cls = m.get("macro_over", len(m["per_class"])), len(m["per_class"])
     macro = "" if over == n_cls else f"; macro averages over the {over} of {n_cls} classes with {where} images"
-    return ('<div class="cards">' + "".join(f'<div class="card"><b>{e(_pct(v))}</b><span>{e(k)}</span></div>'
-                                            for k, v in cards) + "</div>"
-            + f'<p class="sub">{e(str(m.get("model", "last")))} model, on {e(str(m["n"]))} {where} images at '
-              f'{e(str(m.get("size", cfg.size)))} px{e(macro)}</p>')
+    note = f'{m.get("model", "last")} model, on {m["n"]} {where} images at {m.get("size", cfg.size)} px{macro}'
+    return render("cards", [(k, _pct(v)) for k, v in cards], note)
 
 
-def _configuration(cfg, meta: dict) -> str:
+def _configuration(cfg, meta: dict) -> Markup:
     conf = [[k, v] for k, v in cfg.to_dict().items()]
     conf += [[k, meta[k]] for k in ("data_fingerprint", "fit_seconds", "wall_seconds", "peak_rss_mb", "world_size")
              if k in meta]
     vers = [[k, v] for k, v in meta.get("versions", {}).items()]
-    return (f'<h2>Configuration</h2><div class="cols">{_table(["setting", "value"], conf)}'
-            f'{_table(["library", "version"], vers)}</div>')
+    return render("configuration", conf, vers)
 
 
-def _metrics(m: dict | None) -> str:
+def _metrics(m: dict | None, level: int = 2) -> Markup | str:
     if not m:
         return ""
+    if m.get("task") == "multi-label":
+        return _metrics_multi(m, level)
     rows = [[n, _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
             for n, v in m["per_class"].items()]
-    rows.append([Raw("<b>macro average</b>"), _pct(m["precision_macro"]), _pct(m["recall_macro"]),
+    rows.append([Markup("<b>macro average</b>"), _pct(m["precision_macro"]), _pct(m["recall_macro"]),
                  _pct(m["f1_macro"]), m["n"]])
-    table = _table(["class", "precision", "recall", "F1", "images"], rows, {1, 2, 3, 4})
-    if len(rows) > 51:  # many classes: folded, so the page stays readable
-        table = f"<details><summary>{len(rows) - 1} classes (open)</summary>{table}</details>"
     mc = [list(r) for r in m.get("most_confused", [])[:15]]
-    return ("<h2>Metrics per class</h2>" + table + "<h2>Most confused pairs</h2>"
-            + (_table(["actual", "predicted as", "images"], mc, {2}) if mc else "<p>none</p>"))
+    return render("metrics", rows, len(rows) > 51, mc, level)  # many classes: folded, so the page stays readable
 
 
-def _history(run: Path) -> str:
+def _metrics_multi(m: dict, level: int) -> Markup:
+    rows = [[n, f'{v["threshold"]:.2f}', _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), _pct(v.get("ap")),
+             v["support"]] for n, v in m["per_class"].items()]
+    rows.append([Markup("<b>macro average</b>"), "", _pct(m["precision_macro"]), _pct(m["recall_macro"]),
+                 _pct(m["f1_macro"]), _pct(m["map"]), m["n"]])
+    return render("metrics_multi", rows, len(rows) > 51, level)
+
+
+def _history(run: Path) -> Markup | str:
     rows = _csv(run / "history.csv")
     if not rows:
         return ""
-    return "<h2>Training history</h2>" + _table(rows[0], [[_readable(c) for c in r] for r in rows[1:]],
-                                                set(range(1, len(rows[0]) - 2)))
+    return render("history", rows[0], [[_readable(c) for c in r] for r in rows[1:]], tuple(range(1, len(rows[0]) - 2)))
 
 
-def _time(meta: dict) -> str:
+def _time(meta: dict) -> Markup | str:
     """--time: the budget, what the command took, and every epoch's planned and actual seconds
     (the keeper plans each epoch when it starts; the last one may end early at the deadline)."""
     kept, plan = meta.get("time_keeper"), meta.get("plan")
@@ -187,59 +191,82 @@ def _time(meta: dict) -> str:
     rows = [[r["epoch"], r["size"], "yes" if r["validated"] else "-", r["plan_epochs"], r["batches"],
              f"{r['planned_s']:.1f}", f"{r['actual_s']:.1f}"] for r in kept.get("epochs", [])]
     planned, actual = (sum(r[k] for r in kept.get("epochs", [])) for k in ("planned_s", "actual_s"))
-    rows.append([Raw("<b>all</b>"), "", "", "", "", f"{planned:.1f}", f"{actual:.1f}"])
-    return (f"<h2>Time budget</h2><p class=\"sub\">budget {budget:.0f} s, {html.escape(took)}; first plan "
-            f"{plan['epochs']} epoch(s), predicted {plan['predicted_s']:.0f} s</p>"
-            + _table(["epoch", "size", "validated", "epochs planned then", "batches", "planned s", "actual s"], rows,
-                     {0, 1, 3, 4, 5, 6}))
+    rows.append([Markup("<b>all</b>"), "", "", "", "", f"{planned:.1f}", f"{actual:.1f}"])
+    summary = f"budget {budget:.0f} s, {took}; first plan {plan['epochs']} epoch(s), predicted {plan['predicted_s']:.0f} s"
+    return render("time_budget", summary, rows)
 
 
-def _figures(run: Path, split: str = "val") -> str:
-    figs = [(f, figure_path(run, f.key, split)) for f in FIGURES if figure_path(run, f.key, split).is_file()]
+def _figures(run: Path, split: str = "val", keys=None, exclude=(), title: str = "Figures",
+             level: int | None = None) -> Markup | str:
+    """The figures of the table that this run has (`keys`: only those), wide ones first."""
+    figs = [(f, figure_path(run, f.key, split)) for f in FIGURES
+            if (keys is None or f.key in keys) and f.key not in exclude and figure_path(run, f.key, split).is_file()]
     if not figs:
         return ""
-
-    def figure(f, p):
-        cap = html.escape(f.caption)
-        return f'<figure><img alt="{cap}" src="{_img(p)}"><figcaption>{cap}</figcaption></figure>'
-
-    small = [figure(f, p) for f, p in figs if not f.wide]
-    return (f"<h{2 if split == 'val' else 3}>Figures</h{2 if split == 'val' else 3}>"
-            + "".join(figure(f, p) for f, p in figs if f.wide)
-            + (f'<div class="grid">{"".join(small)}</div>' if small else ""))
+    wide = [(_img(p), f.caption) for f, p in figs if f.wide]
+    small = [(_img(p), f.caption) for f, p in figs if not f.wide]
+    return render("figures", title, level or (2 if split == "val" else 3), wide, small)
 
 
-def _top_losses(run: Path) -> str:
+def _top_losses(run: Path) -> Markup | str:
     tl = run / "top_losses.csv"
     if not tl.is_file():
         return ""
     with open(tl, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:16]
-    return "<h2>Top losses</h2>" + _table(["image", "file", "actual", "predicted", "probability", "loss", "top 3"], [
-        [Raw(_thumb(r["path"])), Path(r["path"]).name, r["actual"], r["predicted"], r["probability"],
-         r["loss"], ", ".join(f"{c} {p:.3f}" for c, p in parse_top3(r["top3"]))] for r in rows], {4, 5})
+    if rows and "missed" in rows[0]:  # multi-label: label sets, what was missed and what was wrong
+        return render("top_losses_multi", [[thumb(r["path"]), Path(r["path"]).name, r["actual"], r["predicted"],
+                                            r["missed"], r["wrong"], r["loss"]] for r in rows])
+    return render("top_losses", [
+        [thumb(r["path"]), Path(r["path"]).name, r["actual"], r["predicted"], r["probability"],
+         r["loss"], ", ".join(f"{c} {p:.3f}" for c, p in parse_top3(r["top3"]))] for r in rows])
 
 
-def _test_split(run: Path, cfg) -> str:
+def _test_split(run: Path, cfg) -> Markup | str:
     """`evaluate --split test`: its own section, beside (never instead of) the validation results."""
     f = run / "metrics_test.json"
     if not f.is_file():
         return ""
     m = read_json(f)
-    return ('<h2>Test split (never used to choose the model)</h2>' + _cards(m, cfg)
-            + _metrics(m).replace("<h2>", "<h3>").replace("</h2>", "</h3>") + _figures(run, "test"))
+    return render("test_split", _cards(m, cfg), _metrics(m, level=3), _figures(run, "test"))
 
 
-def _skipped(run: Path) -> str:
+def _skipped(run: Path) -> Markup | str:
     if not (run / "skipped.csv").is_file():
         return ""
     rows = _csv(run / "skipped.csv")[1:]
-    return (f"<h2>Skipped files ({len(rows)})</h2>"
-            + (_table(["path", "reason"], [r[:2] for r in rows[:200]]) if rows else "<p>none</p>"))
+    return render("skipped", [r[:2] for r in rows[:200]], len(rows))
 
 
-def _summary(run: Path) -> str:
+def _summary(run: Path) -> Markup | str:
     if not (run / "summary.txt").is_file():
         return ""
-    return ("<h2>learn.summary()</h2><pre style='background:#fff;border:1px solid #dde1e7;padding:10px;"
-            f"overflow:auto;font-size:12px'>{html.escape((run / 'summary.txt').read_text(encoding='utf-8'))}</pre>")
+    return render("summary", (run / "summary.txt").read_text(encoding="utf-8"))
+
+
+AUDIT_ROWS = 25  # findings of each kind shown in the report; audit.csv has them all
+
+
+def _audit(run: Path) -> Markup | str:
+    """`audit`: what it found (worst first, with thumbnails), how, and its figures."""
+    from .figures import AUDIT_KEYS
+    from .findings import read_findings, summary_context
+
+    if not (run / "audit.json").is_file():
+        return ""
+    by_kind = read_findings(run)
+    ctx = summary_context(run, by_kind)
+    rows = {
+        "label_issue": lambda f: [thumb(f.path), Path(f.path).name, f.split, f.given, f.suggested, f"{f.score:.4f}",
+                                  f.detail],
+        "leakage": lambda f: [thumb(f.path), thumb(f.other), Path(f.path).name, Path(f.other).name, f"{f.score:.4f}"],
+        "near_duplicate": lambda f: [thumb(f.path), thumb(f.other), f.split, Path(f.path).name, Path(f.other).name,
+                                     f"{f.score:.4f}"],
+        "low_quality": lambda f: [thumb(f.path), Path(f.path).name, f.split, f.detail, f"{f.score:.3f}"],
+    }
+    short = {"label_issue": "label", "leakage": "leak", "near_duplicate": "dup", "low_quality": "low"}
+    for kind, make in rows.items():
+        found = by_kind.get(kind, [])
+        ctx[f"{short[kind]}_rows"] = [make(f) for f in found[:AUDIT_ROWS]]
+        ctx[f"{short[kind]}_more"] = max(0, len(found) - AUDIT_ROWS)
+    return render("audit", ctx) + _figures(run, keys=AUDIT_KEYS, title="Audit figures", level=3)

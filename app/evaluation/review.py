@@ -2,9 +2,14 @@
 
 Step through the images with the highest loss: the image drawn in the terminal (Sixel or
 Kitty graphics where supported, coloured half-cells otherwise), actual and predicted class,
-probability, loss, top 3. Keys keep, relabel, mark for removal, go back, quit. Every decision
-is appended to RUN/decisions.csv at once (the last row per file wins), so a killed session
-loses nothing and the next one resumes at the first undecided image.
+probability, loss, top 3. Keys keep, relabel, mark for removal, go back, quit, and `c` toggles the
+Grad-CAM overlay (where the model looked). Every decision is appended to RUN/decisions.csv at once
+(the last row per file wins), so a killed session loses nothing and the next one resumes at the
+first undecided image.
+
+`review AUDIT --audit` steps through what `audit` found instead: label issues worst first, then
+each validation image that leaks from training beside its training copy, then near-duplicate pairs
+(a decision is about the first image of a pair), with the same keys and decisions.csv.
 
 What `--apply` and `--undo` then do to the dataset is data/edits.py's job.
 """
@@ -33,9 +38,42 @@ class Entry:
     actual: str
     predicted: str
     probability: float
-    loss: float
+    loss: float  # top losses: the loss; audit findings: their score (label quality, cosine similarity)
     top3: str
     split: str = "val"
+    kind: str = "top_loss"  # or an audit finding's kind
+    other: str = ""  # a pair's second image, drawn beside the first
+    cam: str = ""  # a Grad-CAM overlay made by the audit (else computed when asked)
+
+
+REVIEWED_KINDS = ("label_issue", "leakage", "near_duplicate")  # low-quality images are listed, not reviewed
+KIND_WORDS = {"label_issue": "label issue · ", "leakage": "leakage · ", "near_duplicate": "near duplicate · "}
+
+
+def load_audit_entries(run: Path) -> list[Entry]:
+    """audit.csv's label issues (worst first), then leakage pairs and near-duplicate pairs (most similar first)."""
+    from ..core.errors import RunError
+    from .findings import AUDIT_CSV, read_findings
+
+    run = Path(run)
+    if not (run / AUDIT_CSV).is_file():
+        raise RunError(f"{run} has no {AUDIT_CSV}: audit it first (python -m app audit RUN_OR_DATA)")
+    by_kind = read_findings(run)
+    out = []
+    for kind in REVIEWED_KINDS:
+        for f in by_kind.get(kind, []):
+            prob = float(f.detail) if kind == "label_issue" and _is_number(f.detail) else 0.0
+            out.append(Entry(f.path, f.given, f.suggested or f.detail, prob, f.score, "", f.split, kind, f.other,
+                             str(run / f.cam) if f.cam else ""))
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_entries(run: Path, include_train: bool = False, data=None, labels=None) -> list[Entry]:
@@ -51,7 +89,7 @@ def load_entries(run: Path, include_train: bool = False, data=None, labels=None)
     if include_train:
         ft = run / "top_losses_train.csv"
         if not ft.is_file():
-            _train_losses(run, ft, data, labels)
+            write_train_losses(run, ft, data, labels)
         entries += _read_losses(ft, "train")
     if data:
         cfg, old = dataset_of(run, data, labels)
@@ -65,7 +103,7 @@ def _read_losses(f: Path, split: str) -> list[Entry]:
                 for r in csv.DictReader(fh)]
 
 
-def _train_losses(run: Path, out: Path, data=None, labels=None) -> None:
+def write_train_losses(run: Path, out: Path, data=None, labels=None) -> None:
     """One pass over the training images without augmentation (they are the labels most worth checking)."""
     from ..data.loaders import split_dl
     from ..model.learner import load_run
@@ -77,18 +115,19 @@ def _train_losses(run: Path, out: Path, data=None, labels=None) -> None:
     write_top_losses(Interp.compute(learn, split_dl(learn.dls, ds, "train")), out, ds)
 
 
-def run_tui(run: Path, include_train: bool = False, graphics: str = "auto", data=None, labels=None) -> None:
+def run_tui(run: Path, include_train: bool = False, graphics: str = "auto", audit: bool = False, data=None,
+            labels=None) -> None:
     run = Path(run)
     load_config(run)
-    entries = load_entries(run, include_train, data, labels)
-    missing = [e for e in entries if not Path(e.path).exists()]
-    entries = [e for e in entries if Path(e.path).exists()]
+    entries = load_audit_entries(run) if audit else load_entries(run, include_train, data, labels)
+    missing = [e for e in entries if not Path(e.path).exists() or (e.other and not Path(e.other).exists())]
+    entries = [e for e in entries if Path(e.path).exists() and (not e.other or Path(e.other).exists())]
     if not entries:
         raise NothingToDo(f"nothing to review in {run} ({len(missing)} listed files no longer exist)")
     app = make_app(run, entries, graphics=graphics)
     app.run()
     if missing:
-        print(f"skipped {len(missing)} file(s) listed in top_losses.csv that no longer exist")
+        print(f"skipped {len(missing)} file(s) listed in {'audit' if audit else 'top_losses'}.csv that no longer exist")
     d = Decisions(run / DECISIONS)
     print(f"{len(d.latest)} decision(s) in {run / DECISIONS}; apply them with: python -m app review {run} --apply")
 
@@ -102,11 +141,61 @@ def _image_widget(graphics: str):
 
 def make_app(run: Path, entries: list[Entry], graphics: str = "auto") -> ReviewApp:
     """The Textual app over `entries` (tests drive it with Textual's pilot); a multi-label run's edits
-    label sets (review_multi.py)."""
-    cfg, meta = load_config(run)
+    label sets (MultiLabelReviewApp)."""
+    _, meta = load_config(run)
     if meta.get("layout", {}).get("label_delim"):
         return MultiLabelReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
-    return ReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics))
+    return ReviewApp(run, entries, meta.get("classes", []), _image_widget(graphics), Cams(run, meta))
+
+
+class Cams:
+    """Grad-CAM overlays for the review screen: the audit's own files where it made them, else computed
+    with the model of the run (an audit folder: the audited run's, or its first fold's) on first use."""
+
+    def __init__(self, run: Path, meta: dict):
+        folds = Path(run) / "folds" / "fold-1"
+        self.model_run = Path(meta.get("source_run") or (folds if meta.get("kind") == "audit" else run))
+        self.model, self.made, self.error = None, {}, ""
+
+    def overlay(self, e: Entry):
+        """The entry's overlay (a PIL image), for the class the entry is about; None when there is none."""
+        from PIL import Image
+
+        from ..data.images import BadImage, open_rgb
+
+        if e.cam and Path(e.cam).is_file():
+            try:
+                return open_rgb(e.cam)
+            except BadImage:
+                pass
+        if e.path not in self.made:
+            self.made[e.path] = self._compute(e)
+        a = self.made[e.path]
+        return None if a is None else Image.fromarray(a)
+
+    def _compute(self, e: Entry):
+        from ..core.errors import AppError
+        from ..model.cam import CamModel
+
+        try:
+            self.model = self.model or CamModel.from_run(self.model_run)
+            shown = e.predicted if e.kind in ("top_loss", "label_issue") else e.actual
+            target = [self.model.classes.index(shown)] if shown in self.model.classes else None
+            return self.model.overlays([self.model.load(e.path)], target)[0][0]
+        except (AppError, OSError) as err:
+            self.error = getattr(err, "message", str(err))
+            return None
+
+
+def side_by_side(a, b, height: int = 256):
+    """Two images next to each other at one height, a gap between (a leakage pair on one screen)."""
+    from PIL import Image
+
+    a, b = (im.resize((max(1, im.width * height // im.height), height)) for im in (a, b))
+    out = Image.new("RGB", (a.width + b.width + 16, height), "white")
+    out.paste(a, (0, 0))
+    out.paste(b, (a.width + 16, 0))
+    return out
 
 
 class ReviewApp(App):
@@ -124,13 +213,15 @@ class ReviewApp(App):
         Binding("x", "remove", "remove"), Binding("delete", "remove", "remove", show=False),
         Binding("b", "back", "back"), Binding("left", "back", "back", show=False),
         Binding("n", "next", "skip"), Binding("right", "next", "skip", show=False),
-        Binding("q", "quit", "quit"), Binding("escape", "cancel", "cancel", show=False),
+        Binding("c", "cam", "Grad-CAM"), Binding("q", "quit", "quit"),
+        Binding("escape", "cancel", "cancel", show=False),
     ]
 
-    def __init__(self, run: Path, entries: list[Entry], classes: list[str], image_widget):
+    def __init__(self, run: Path, entries: list[Entry], classes: list[str], image_widget, cams: Cams | None = None):
         super().__init__()
         self.title = f"review {run.name}"
         self.entries, self.vocab, self.image_widget = entries, classes, image_widget
+        self.cams, self.cam_on = cams, False
         self.decisions = Decisions(run / DECISIONS)
         undecided = [i for i, e in enumerate(entries) if self.decisions.get(e.path) is None]
         self.pos = undecided[0] if undecided else 0
@@ -152,13 +243,23 @@ class ReviewApp(App):
         return self.entries[self.pos]
 
     def show(self):
+        self.query_one("#picture").image = self.picture()
+        self.query_one("#details", Static).update(self.details())
+
+    def picture(self):
+        """The entry's image (its Grad-CAM overlay when toggled on), its pair's image beside it."""
         from ..data.images import BadImage, open_rgb
 
+        e = self.entry
         try:
-            self.query_one("#picture").image = open_rgb(self.entry.path, min_size=256)
+            first = (self.cams.overlay(e) if self.cam_on and self.cams else None) or open_rgb(e.path, min_size=256)
+            return side_by_side(first, open_rgb(e.other, min_size=256)) if e.other else first
         except BadImage:
-            self.query_one("#picture").image = None
-        self.query_one("#details", Static).update(self.details())
+            return None
+
+    def action_cam(self):
+        self.cam_on = not self.cam_on
+        self.show()
 
     def details(self):
         """The side panel: class names and paths shown as typed (built as styled text, not markup)."""
@@ -166,14 +267,30 @@ class ReviewApp(App):
 
         e, d = self.entry, self.decisions.get(self.entry.path)
         state = "undecided" if d is None else d["decision"] + (f" -> {d['new_class']}" if d["new_class"] else "")
-        top = "\n".join(f"  {c} {p:.3f}" for c, p in parse_top3(e.top3))
         done = sum(1 for x in self.entries if self.decisions.get(x.path))
+        cam = "on" if self.cam_on else "off"
+        if self.cam_on and self.cams and self.cams.error:
+            cam = f"unavailable ({self.cams.error})"
         return Content.assemble(
-            (f"{self.pos + 1} / {len(self.entries)}", "bold"), f"  ({done} decided)\n\n", (e.split, "dim"),
-            f" {Path(e.path).name}\n", (str(Path(e.path).parent), "dim"), "\n\nactual:     ", (e.actual, "bold"),
-            "\npredicted:  ", (e.predicted, "bold"), f"\nprobability {e.probability:.3f}\nloss        {e.loss:.3f}"
-            f"\n\ntop 3:\n{top}\n\ndecision:   ", (state, "bold"),
-            ("\n\nk keep · r relabel · x remove · b back · n skip · q quit", "dim"))
+            (f"{self.pos + 1} / {len(self.entries)}", "bold"), f"  ({done} decided)\n\n",
+            (KIND_WORDS.get(e.kind, ""), "bold"), (e.split, "dim"), f" {Path(e.path).name}\n",
+            (str(Path(e.path).parent), "dim"), *self.facts(e), "\n\ndecision:   ", (state, "bold"),
+            (f"\nGrad-CAM:   {cam}", "dim"),
+            ("\n\nk keep · r relabel · x remove · b back · n skip · c Grad-CAM · q quit", "dim"))
+
+    def facts(self, e: Entry) -> list:
+        """What the entry says, by kind: a top loss, a label issue, or a pair (its first image on the left)."""
+        if e.kind == "label_issue":
+            return ["\n\ngiven:      ", (e.actual, "bold"), "\nsuggested:  ", (e.predicted, "bold"),
+                    f" (p {e.probability:.3f})\nlabel quality {e.loss:.4f} (cleanlab; lower is worse)"]
+        if e.kind in ("leakage", "near_duplicate"):
+            where = "in training" if e.kind == "leakage" else "in the same split"
+            return ["\n\nleft: this image, label ", (e.actual, "bold"), f"\nright: its near copy {where}:\n  ",
+                    Path(e.other).name, f"\ncosine similarity {e.loss:.4f}\n", (e.predicted, "dim"),
+                    "\nx removes the left image (quarantine)"]
+        top = "\n".join(f"  {c} {p:.3f}" for c, p in parse_top3(e.top3))
+        return ["\n\nactual:     ", (e.actual, "bold"), "\npredicted:  ", (e.predicted, "bold"),
+                f"\nprobability {e.probability:.3f}\nloss        {e.loss:.3f}\n\ntop 3:\n{top}"]
 
     def advance(self):
         if self.pos < len(self.entries) - 1:

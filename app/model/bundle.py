@@ -101,3 +101,30 @@ def to_input(arrays: list[np.ndarray], mean, std) -> np.ndarray:
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(logits, targets, bounds=(0.05, 20.0)) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 whose softmax(logits / T) has the lowest
+    negative log-likelihood on these labels (scipy's bounded search over log T). Log-probabilities
+    work as logits: they differ by one constant per image, which softmax ignores."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    z, y = np.asarray(logits, np.float64), np.asarray(targets, np.int64)
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(z / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
+
+    r = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(r.x))
+
+
+def calibrated(logits: np.ndarray, temperature: float | None) -> np.ndarray:
+    """softmax(logits / T): the probabilities temperature scaling gives (T None or 1: as they were)."""
+    return softmax(np.asarray(logits, np.float64) / float(temperature or 1.0)).astype(np.float32)
+
+
+def temperature_of(meta: dict) -> float | None:
+    """The temperature model.json stores (calibration.temperature), or None for a bundle without one."""
+    t = (meta.get("calibration") or {}).get("temperature") if isinstance(meta.get("calibration"), dict) else None
+    return float(t) if _number(t) and t > 0 else None

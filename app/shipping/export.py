@@ -2,7 +2,8 @@
 needs no pickle: model.safetensors (weights), model.json (everything needed to rebuild and
 use the model) and model.onnx (dynamic batch, checked with onnx.checker and against PyTorch on
 real validation images, through the same preprocessing `predict` runs; refused above
-ONNX_TOLERANCE).
+formats.ONNX_TOLERANCE), and the other formats asked for (`--format`: OpenVINO, Core ML, torch.export,
+ONNX int8; the table and their checks are in shipping/formats.py), each recorded in model.json.
 
 The pickle is a stock fastai Learner whose image decoder is this app's (shipping/notebook.py):
 only fastai, torch, PIL, NumPy and standard-library objects, so `load_learner` works in any
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 import pickletools
 import shutil
@@ -30,23 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import ModelError, RunError, first_line
-from ..core.files import check_writable, os_reason, publish, read_json, writing
+from ..core.errors import RunError, first_line
+from ..core.files import check_writable, os_reason, publish, read_json, write_json, writing
 from ..core.ranks import unwrap_model
 from ..core.rundir import load_config
 from ..model.bundle import BUNDLE_FORMAT, to_input
+from .formats import ONNX_OPSET, export_onnx, image_arrays  # noqa: F401 (export_onnx: this module's API)
 
-ONNX_OPSET = 17
 RESIZE_WORDS = {  # model.json's words for each fastai ResizeMethod (input.resize_method)
     "crop": "centre crop to square, bilinear resize (fastai Resize, method crop)",
     "squish": "the whole image stretched to square, bilinear (fastai Resize, method squish)",
     "pad": "padded to square with black, centred, then bilinear resize (fastai Resize, method pad, zeros)",
 }
-
-
-# Largest |logit difference| between model.onnx and PyTorch on the sample images that an export
-# accepts (float32 through two runtimes differs by ~1e-6 here; a wrong graph by far more).
-ONNX_TOLERANCE = 1e-3
 
 
 EXPORT_DIR = "export"
@@ -76,11 +71,14 @@ def plain_model(learn):
     return model.float().cpu().to(memory_format=torch.contiguous_format).eval()
 
 
-def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print, which: str = "last"):
-    """Both artefacts for a trained `learn` from `run`, or neither; nothing is overwritten."""
+def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print, which: str = "last",
+                   formats=("onnx",)):
+    """Both artefacts for a trained `learn` from `run`, or neither; nothing is overwritten. The
+    bundle holds model.onnx and the other `formats` (shipping/formats.py), each checked."""
     from ..data.scan import scan_for
+    from .formats import parse_formats
 
-    run = Path(run)
+    run, formats = Path(run), parse_formats(formats)
     pkl, bundle = export_targets(run, to, which)
     check_writable(pkl, "export to")
     cfg, meta = load_config(run)
@@ -89,19 +87,19 @@ def export_learner(learn, run: Path, to: Path | None = None, ds=None, log=print,
     with writing(pkl.parent, "export to"):
         pkl.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(pkl, bundle)
-    need_space(pkl.parent, model)
+    need_space(pkl.parent, model, formats)
     part_pkl, part_bundle = (p.with_name(f".{p.name}.part{os.getpid()}") for p in (pkl, bundle))
     try:
         with _export_errors(pkl.parent):
-            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl, thresholds_of(run) if ds.multi else None)
-            write_bundle(model, run, cfg, meta, part_bundle, ds)
+            export_pickle(model, cfg, ds, list(learn.dls.vocab), part_pkl, run)
+            write_bundle(model, run, cfg, meta, part_bundle, ds, formats, log)
             publish(part_pkl, pkl)  # the name is taken only if free: a concurrent export stops here
             _publish_dir(part_bundle, bundle, pkl)
     finally:
         _remove(part_pkl)
         _remove(part_bundle)
     log(f"learner pickle: {pkl}  (load_learner runs code from it: share the bundle instead)")
-    log(f"bundle: {bundle}  (model.safetensors, model.json, model.onnx)")
+    log(f"bundle: {bundle}  ({', '.join(sorted(p.name for p in bundle.iterdir()))})")
     return pkl, bundle
 
 
@@ -131,10 +129,12 @@ def _export_errors(folder: Path):
         raise RunError(f"export to {folder} failed: {why} ({free / 2**20:.0f} MB free); nothing was written") from None
 
 
-def need_space(folder: Path, model) -> None:
-    """The pickle, the safetensors and the ONNX file each hold every weight once: refuse now when the
-    folder's file system has not room for three copies (and 10 %)."""
-    need = int(3.3 * sum(p.numel() * p.element_size() for p in model.parameters()))
+def need_space(folder: Path, model, formats=("onnx",)) -> None:
+    """The pickle, the safetensors and each format's file (the ONNX one included) hold every weight
+    about once: refuse now when the folder's file system has not room for them (and 10 %)."""
+    from .formats import weight_copies
+
+    need = int(1.1 * (2 + weight_copies(formats)) * sum(p.numel() * p.element_size() for p in model.parameters()))
     free = shutil.disk_usage(folder).free
     if free < need:
         raise RunError(f"export to {folder} needs about {need / 2**20:.0f} MB, and {free / 2**20:.0f} MB are free "
@@ -142,8 +142,8 @@ def need_space(folder: Path, model) -> None:
 
 
 def finish_interrupted(pkl: Path, bundle: Path) -> None:
-    """An export killed between its two renames left the pickle published and its finished bundle
-    (model.json is written last) under its temporary name: that bundle takes its name now, so the
+    """An export killed between its two renames left the pickle published (after the bundle was
+    finished and checked) and its finished bundle under its temporary name: that bundle takes its name now, so the
     export is whole again rather than a pickle that blocks every retry."""
     import psutil
 
@@ -199,18 +199,23 @@ def stock_dls(ds, cfg, vocab: list[str]):
     return dls
 
 
-def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path, thresholds: list[float] | None = None) -> None:
-    """learn.export of a fresh stock Learner holding the trained weights; refused if the pickle
-    would still name a module of this package."""
+def export_pickle(model, cfg, ds, vocab: list[str], pkl: Path, run: Path | None = None) -> None:
+    """learn.export of a fresh stock Learner holding the trained weights (and, as a plain float,
+    `learn.temperature` from `run`'s evaluation; a multi-label run's per-label thresholds as the
+    loss's `thresh`); refused if the pickle would still name a module of this package. Its loss is
+    the plain cross-entropy (BCE for multi-label), whatever smoothing trained it: what a notebook's
+    get_preds(with_loss=True), Interpretation and ImageClassifierCleaner rank by is then -log
+    p(actual), as the app's own top losses are."""
     from ..model.learner import build_learner
     from ..model.weights import Weights
 
-    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), cfg.label_smoothing, log=lambda *_: None,
+    learn = build_learner(stock_dls(ds, cfg, vocab), Weights("none"), 0.0, log=lambda *_: None,
                           head_dropout=cfg.head_dropout, path=pkl.parent.resolve())
     learn.model.load_state_dict(model.state_dict())
     learn.unfreeze()
     if ds.multi:  # fastai's BCEWithLogitsLossFlat decodes with `thresh`: one per label, so predict() uses them
-        learn.loss_func.thresh = torch.tensor(thresholds)
+        learn.loss_func.thresh = torch.tensor(thresholds_of(run))
+    learn.temperature = (calibration_record(Path(run)) or {}).get("temperature") if run and not ds.multi else None
     learn.export(pkl.resolve())
     foreign = [m for m in pickle_modules(pkl) if m == "app" or m.startswith("app.")]
     if foreign:
@@ -232,33 +237,57 @@ def pickle_modules(pkl: Path) -> set[str]:
     return mods
 
 
-def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
+def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds, formats=("onnx",), log=lambda *_: None) -> Path:
+    """model.safetensors, model.json, then each format's file, checked against `model` through
+    model.json as written; model.json again, with the checks (written last: a bundle with a
+    model.json is finished)."""
     from safetensors.torch import save_file
 
-    from ..data.loaders import norm
+    from .formats import Context, write_and_check
 
     bundle.mkdir()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(bundle / "model.safetensors"))
-    classes = meta.get("classes") or []
+    info = bundle_info(model, run, cfg, meta, len(state), ds.multi)
+    write_json(bundle / "model.json", info)
+    mean, std = training_stats()
+    shipped = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval() if ds.multi else model  # multi: probabilities out
+    ctx = Context(shipped, bundle, ds, cfg.size, cfg.resize, mean, std)
+    info["formats"] = write_and_check(ctx, formats, log)
+    info["onnx"]["max_abs_diff_vs_torch"] = info["formats"]["onnx"]["check"]["max_abs_dlogit"]
+    for f in info["formats"].values():
+        info["versions"].update(f["versions"])
+    write_json(bundle / "model.json", info)
+    return bundle
+
+
+def training_stats() -> tuple[list, list]:
+    """The mean and std training normalised with (fastai's Normalize of both loaders)."""
+    from ..data.loaders import norm
+
     n = norm()
-    mean, std = [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
-    onnx_model = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval() if ds.multi else model  # probabilities out
-    diff = export_onnx(onnx_model, cfg.size, bundle / "model.onnx", _sample_inputs(ds, cfg.size, mean, std, cfg.resize))
-    info = {
+    return [float(x) for x in n.mean.flatten()], [float(x) for x in n.std.flatten()]
+
+
+def bundle_info(model, run: Path, cfg, meta: dict, n_keys: int, multi: bool = False) -> dict:
+    """model.json: everything needed to rebuild and use the model."""
+    classes = meta.get("classes") or []
+    mean, std = training_stats()
+    return {
         "format": BUNDLE_FORMAT,
-        "architecture": _architecture(model, len(classes), len(state)),
+        "architecture": _architecture(model, len(classes), n_keys),
         "classes": classes,
         "synsets": meta.get("synsets") or classes,
         "input": {"size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
                   "resize": RESIZE_WORDS[cfg.resize], "resize_method": cfg.resize, "scale": 1 / 255},
         "normalize": {"mean": mean, "std": std},
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",
-                 "dynamic_batch": True, "max_abs_diff_vs_torch": diff},
+                 "dynamic_batch": True, "max_abs_diff_vs_torch": None},
         "metrics": _metrics(run),
         **({"task": "multi-label", "thresholds": thresholds_of(run),
             "output": "probabilities: a sigmoid per label in the ONNX model; a label is predicted at or above its "
-                      "threshold (chosen on the validation set)"} if ds.multi else {}),
+                      "threshold (chosen on the validation set)"} if multi else {}),
+        "calibration": calibration_record(run),
         "weights": meta.get("weights_used", cfg.weights),
         "data_fingerprint": meta.get("data_fingerprint"),
         "data": cfg.data,
@@ -267,8 +296,6 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds) -> Path:
         "versions": {**meta.get("versions", {}), **_lib_versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (bundle / "model.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return bundle
 
 
 def _architecture(model, n_classes: int, n_keys: int) -> dict:
@@ -296,6 +323,16 @@ def _metrics(run: Path) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
+def calibration_record(run: Path) -> dict | None:
+    """model.json's `calibration`: the temperature evaluation fitted on the validation logits (predict
+    --calibrated divides the logits by it) and the ECE before and after; None before any evaluation."""
+    c = (read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}).get("calibration")
+    if not isinstance(c, dict) or "temperature" not in c:
+        return None
+    keep = ("temperature", "ece", "ece_after", "n_bins", "n")
+    return {**{k: c[k] for k in keep if k in c}, "fitted_on": "the validation set's logits (its log-probabilities)"}
+
+
 def _lib_versions() -> dict:
     import onnx
     import onnxruntime
@@ -304,51 +341,19 @@ def _lib_versions() -> dict:
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
 
 
-def _sample_inputs(ds, size: int, mean, std, resize: str = "crop", n: int = 16) -> np.ndarray:
+def _sample_inputs(ds, size: int, mean, std, resize: str = "crop", n: int = 32) -> np.ndarray:
     """Real validation images, loaded and preprocessed exactly as `predict` does."""
-    from ..data.images import BadImage, load_square
-
-    val = [i for i in ds.items if i.split == "val"]
-    arrs = []
-    for it in val[:: max(1, len(val) // n)]:
-        try:
-            arrs.append(load_square(it.path, size, resize))
-        except BadImage:
-            continue
-        if len(arrs) == n:
-            break
-    if not arrs:
-        raise RunError(f"no readable validation image in {ds.root} to check the ONNX export on")
-    return to_input(arrs, mean, std)
+    return to_input(image_arrays(ds, "val", size, resize, n), mean, std)
 
 
-def export_onnx(model, size: int, path: Path, x: np.ndarray) -> float:
-    """ONNX with a dynamic batch axis; returns the max |logit difference| vs PyTorch on `x`, refused
-    above ONNX_TOLERANCE."""
-    import onnx
-
-    from ..model.bundle import onnx_session
-
-    dummy = torch.zeros(2, 3, size, size)
-    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(onnx.load(str(path)))
-    got = onnx_session(path).run(["logits"], {"input": x})[0]
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    diff = float(np.abs(got - want).max())
-    if not diff <= ONNX_TOLERANCE:  # NaN included
-        raise ModelError(f"the ONNX model's logits differ from PyTorch's by {diff:.3g} (more than {ONNX_TOLERANCE:g}) "
-                         f"on {len(x)} validation images; nothing was exported")
-    return diff
-
-
-def export_run(run: Path, to: Path | None = None, which: str = "last", log=print) -> tuple[Path, Path]:
-    """`python -m app export RUN`."""
+def export_run(run: Path, to: Path | None = None, which: str = "last", log=print,
+               formats=("onnx",)) -> tuple[Path, Path]:
+    """`python -m app export RUN [--format onnx,openvino,...]`."""
     from ..model.learner import load_run
+    from .formats import parse_formats
 
-    pkl, _ = export_targets(run, to, which)  # before loading anything
+    formats = parse_formats(formats)  # before loading anything: names known, extras installed
+    pkl, _ = export_targets(run, to, which)
     check_writable(pkl, "export to")
     learn, cfg, ds = load_run(run, which=which, log=lambda *_: None)
-    return export_learner(learn, Path(run), to, ds=ds, log=log, which=which)
+    return export_learner(learn, Path(run), to, ds=ds, log=log, which=which, formats=formats)

@@ -19,7 +19,8 @@ def finish_run(learn, s, finish) -> None:
     if finish.evaluate:
         from ..evaluation.evaluate import evaluate_learner
 
-        evaluate_learner(learn, s.run, s.cfg, tta=finish.tta, log=s.log, ds=s.ds, figures=finish.figures)
+        evaluate_learner(learn, s.run, s.cfg, tta=finish.tta, log=s.log, ds=s.ds, figures=finish.figures,
+                         keep_probs=finish.probs)
     late = take_skipped_at_load(learn.dls)  # every process's, training and evaluation
     if late:
         s.ds.skipped.extend(late)
@@ -50,3 +51,4 @@ class Finish:
     tta: bool = False
     export: bool = False
     figures: bool = True  # with the figures and the report (benches score many runs without them)
+    probs: bool = False  # every validation image's probabilities in probs.npz (audit's folds read them)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -140,10 +141,12 @@ def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: f
     minimal = plan_seconds(costs, plan_epochs(cfg, lo, []))
     if minimal > left:
         need = (elapsed_s + minimal + after) / (1 - END_MARGIN) / 60
-        raise UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
+        err = UsageError(f"--time {budget_s / 60:g} cannot hold a useful run on this machine "
                          f"({describe_speeds(speeds)}): the minimal run ({lo - frozen_epochs(cfg)} epoch(s)"
                          f"{' after the frozen one' if cfg.command == 'fine-tune' else ''}) needs about "
                          f"{need:.1f} min; pass --time {math.ceil(need)} or more, or a smaller --size")
+        err.need_minutes = need  # audit's folds: the budget that would hold them all
+        raise err
     p, frac, fit = choose(cfg, costs, [], left, lo, hi)
     e = p.total - frozen_epochs(cfg)
     summary = (f"this machine: {describe_speeds(speeds)} -> {e} epoch(s) fit in {budget_s / 60:g} min "
@@ -165,68 +168,113 @@ def describe_speeds(s: Speeds) -> str:
     return ", ".join(parts) + " (training)"
 
 
-def measure(learn, cfg: TrainConfig, device, ckpt_dir, min_s: float = 2.0) -> Speeds:
+ROUNDS, PER_ROUND = 4, 2  # timed rounds of batches; the first is discarded (oneDNN builds its kernels there)
+BF16_MARGIN = 1.2  # --precision auto on a CPU takes bf16 when it trains at least this much faster here
+
+
+def measure(learn, cfg: TrainConfig, device, ckpt_dir, known: dict | None = None) -> Speeds:
     """img/s of this Learner's own model, loss, precision and loaders at every size the run uses
-    (on a copy of the model: the run's weights, optimizer and random state are left as they were)."""
+    (on a copy of the model: the run's weights, optimizer and random state are left as they were);
+    `known`: training rates already measured ({size: img/s}, e.g. by choose_precision)."""
     from ..core.device import resolve_precision
     from ..data.loaders import set_size
-    from .state import rng_state, set_rng_state
 
-    state = rng_state(learn.dls, device)
     precision = resolve_precision(cfg.precision, device)  # the precision the run trains in
     sizes = sorted(set(sizes_per_epoch(cfg)))
     frozen_sizes = sorted(set(sizes_per_epoch(cfg)[: frozen_epochs(cfg)]))
-    model = copy.deepcopy(learn.model).to(device)
-    if cfg.channels_last:  # as ModelInputs will set it when the fit starts
-        model = model.to(memory_format=torch.channels_last)
     speeds = Speeds({}, {}, {})
-    try:
+    with _probe(learn, cfg, device, sizes[0]) as model:
         for size in sizes:
             set_size(learn.dls, size)
-            speeds.train[size] = _train_rate(learn, model, device, False, min_s, precision)
+            speeds.train[size] = (known or {}).get(size) or _train_rate(learn, model, device, False, precision)
             if size in frozen_sizes:
-                speeds.frozen[size] = _train_rate(learn, model, device, True, min_s, precision)
-            speeds.valid[size] = _valid_rate(learn, model, device, min_s / 2, precision)
+                speeds.frozen[size] = _train_rate(learn, model, device, True, precision)
+            speeds.valid[size] = _valid_rate(learn, model, device, precision)
         speeds.checkpoint_s = _checkpoint_time(model, ckpt_dir)
-    finally:
-        set_size(learn.dls, sizes[0])
-        set_rng_state(state, learn.dls, device)
     return speeds
 
 
-def _batches(dl, min_s: float, step, warmup: int = 2, max_batches: int = 12) -> float:
-    """img/s of `step` over the loader's batches (loading included): `warmup` batches (kernel
-    selection, allocations), then at least three timed ones and `min_s` seconds, going round the
-    loader again when a small dataset has fewer batches than that."""
+def choose_precision(learn, cfg: TrainConfig, device) -> dict:
+    """--precision auto on a CPU with native bf16: fp32 and bf16 timed on the run's own model and
+    loader at its final size, in interleaved rounds (a slow moment costs both alike), each rate the
+    median of its rounds after the first; bf16 when it is BF16_MARGIN x faster. A budgeted run is
+    judged at equal time, where bf16's extra epochs outweigh its small loss per epoch (README)."""
+    from ..data.loaders import set_size
+
+    with _probe(learn, cfg, device, cfg.size) as model:
+        set_size(learn.dls, cfg.size)
+        steps = {p: _train_step(learn, model, device, p) for p in ("fp32", "bf16")}
+        rates = _rates(learn.dls.train, steps)
+    ratio = rates["bf16"] / rates["fp32"]
+    chosen = "bf16" if ratio >= BF16_MARGIN else "fp32"
+    return {"chosen": chosen, "size": cfg.size, "fp32_img_s": round(rates["fp32"], 1),
+            "bf16_img_s": round(rates["bf16"], 1), "ratio": round(ratio, 3), "margin": BF16_MARGIN}
+
+
+def describe_choice(c: dict) -> str:
+    return (f"precision auto: {c['chosen']} (training at {c['size']} px: fp32 {c['fp32_img_s']:.0f} img/s, bf16 "
+            f"{c['bf16_img_s']:.0f} img/s, {c['ratio']:.2f}x; bf16 is taken at {c['margin']:g}x or more)")
+
+
+class _probe:
+    """A copy of the model, laid out as training will, with the loaders' random state and size put
+    back afterwards."""
+
+    def __init__(self, learn, cfg, device, size):
+        self.learn, self.cfg, self.device, self.size = learn, cfg, device, size
+
+    def __enter__(self):
+        from .state import rng_state
+
+        self.state = rng_state(self.learn.dls, self.device)
+        model = copy.deepcopy(self.learn.model).to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.cfg.channels_last else model
+
+    def __exit__(self, *exc):
+        from ..data.loaders import set_size
+        from .state import set_rng_state
+
+        set_size(self.learn.dls, min(self.cfg.sizes()))
+        set_rng_state(self.state, self.learn.dls, self.device)
+        return False
+
+
+def _rates(dl, steps: dict, warmup: int = 1, rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict[str, float]:
+    """img/s of each step over the loader's batches (loading included), in interleaved rounds of
+    `per_round` batches after `warmup` batches each: the median of each step's rounds but its first
+    (one slow reading cannot set the schedule), going round the loader again on a small dataset."""
     from ..core.device import sync
 
-    n, t0 = 0, None
-    rounds = itertools.chain.from_iterable(iter(dl) for _ in range(max_batches + warmup))
-    for i, (xb, yb) in enumerate(rounds):
-        step(xb, yb)
-        if i < warmup:
-            continue
-        if t0 is None:
+    need = (warmup + rounds * per_round) * len(steps)
+    batches = itertools.islice(itertools.chain.from_iterable(iter(dl) for _ in range(need)), need)
+    got: dict[str, list[float]] = {k: [] for k in steps}
+    for step in steps.values():
+        for _ in range(warmup):
+            step(*_next(batches))
+    for _ in range(rounds):
+        for k, step in steps.items():
+            t0, n = time.perf_counter(), 0
+            for _ in range(per_round):
+                xb, yb = _next(batches)
+                step(xb, yb)
+                n += len(yb)
             sync(xb.device)
-            t0 = time.perf_counter()
-            continue
-        n += len(yb)
-        if i >= warmup + 3 and (time.perf_counter() - t0 >= min_s or i >= max_batches):
-            break
-    if not n:
+            got[k].append(n / (time.perf_counter() - t0))
+    return {k: statistics.median(v[1:] if len(v) > 1 else v) for k, v in got.items()}
+
+
+def _next(batches):
+    batch = next(batches, None)
+    if batch is None:
         raise UsageError("--time: the dataset holds no full batch to time; lower --bs")
-    sync(xb.device)
-    return n / (time.perf_counter() - t0)
+    return batch
 
 
 def _inputs(xb, device):
     return xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
 
 
-def _train_rate(learn, model, device, freeze: bool, min_s: float, precision: str = "fp32") -> float:
-    body = list(model[0].parameters())
-    for p in body:
-        p.requires_grad_(not freeze)
+def _train_step(learn, model, device, precision: str):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = learn.opt_func(params, lr=1e-12)
     model.train()
@@ -238,20 +286,27 @@ def _train_rate(learn, model, device, freeze: bool, min_s: float, precision: str
         opt.step()
         opt.zero_grad()
 
-    rate = _batches(learn.dls.train, min_s, step)
+    return step
+
+
+def _train_rate(learn, model, device, freeze: bool, precision: str = "fp32") -> float:
+    body = list(model[0].parameters())
+    for p in body:
+        p.requires_grad_(not freeze)
+    rate = _rates(learn.dls.train, {"train": _train_step(learn, model, device, precision)})["train"]
     for p in body:
         p.requires_grad_(True)
     return rate
 
 
-def _valid_rate(learn, model, device, min_s: float, precision: str = "fp32") -> float:
+def _valid_rate(learn, model, device, precision: str = "fp32") -> float:
     model.eval()
 
     def step(xb, yb):
         with torch.no_grad(), autocast(precision, device):
             model(_inputs(xb, device))
 
-    return _batches(learn.dls.valid, min_s, step)
+    return _rates(learn.dls.valid, {"valid": step}, rounds=3)["valid"]
 
 
 def _checkpoint_time(model, ckpt_dir) -> float:

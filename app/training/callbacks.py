@@ -1,4 +1,5 @@
-"""Training behaviour as fastai callbacks: history, per-batch log, checkpoints, resizing.
+"""Training behaviour as fastai callbacks: history, per-batch log, checkpoints, resizing, and what
+the experiment trackers log (training/track.py opens them).
 
 Epochs are numbered globally across fine-tune's two phases (`offset`), so history rows,
 checkpoints and resizing agree on one count. Epochs that a resumed fit skips (fastai's
@@ -17,7 +18,7 @@ import torch
 from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import CSVLogger
 
-from ..core.errors import RunError
+from ..core.errors import RunError, first_line
 from ..core.files import os_reason
 from ..core.ranks import is_rank0, unwrap_model, world_size
 from ..core.rundir import update_config
@@ -41,6 +42,20 @@ class EpochAware(Callback):
 
     def after_cancel_epoch(self):
         self.skipped = True
+
+
+class FirstBatch(Callback):
+    """Calls `then()` once, when the first training batch is about to run (the phases' last mark)."""
+
+    order = -50
+
+    def __init__(self, then):
+        self.then = then
+
+    def before_batch(self):
+        if self.training and self.then is not None:
+            then, self.then = self.then, None
+            then()
 
 
 class HistoryCSV(CSVLogger, EpochAware):
@@ -288,3 +303,117 @@ class ProgressiveResize(EpochAware):
             if self.log_fn and getattr(self.learn, "cur_size", None) is not None:
                 self.log_fn(f"progressive resizing: {self.learn.cur_size}px -> {s}px at epoch {self.global_epoch}")
             self.learn.cur_size = s
+
+
+def composed(mixin: type, fastai_base: type) -> type:
+    """fastai's callback with this module's mixin in front (put together when a tracker opens:
+    importing fastai's module needs the tracker's library)."""
+    return type(fastai_base.__name__.replace("Callback", "Run"), (mixin, fastai_base), {"fastai_base": fastai_base})
+
+
+class TrackStep(EpochAware):
+    """What every tracker callback shares: the step axis (this run's training batches), nothing
+    logged for an epoch a resume skips, and failing alone: one line, then silence, training goes on."""
+
+    order = 51  # after the Recorder (50): its smoothed loss and epoch log are up to date
+    run_valid = False  # per-batch logging is of training batches only
+
+    def setup(self, tracker: str, step0: int, offset: int, log) -> None:
+        EpochAware.__init__(self, offset)
+        self.tracker, self.step0, self.log_fn, self.failed, self.skipped = tracker, step0, log, False, False
+
+    @property
+    def train_iter(self) -> int:  # fastai's callbacks read it as their step
+        return self.step0 + self.learn.train_iter
+
+    def epoch_values(self) -> dict:
+        """This epoch's validation numbers (valid_loss and the metrics), skipped validation left out."""
+        names, log = self.recorder.metric_names, self.recorder.log
+        return {n: float(v) for n, v in zip(names[2:-1], log[2:-1]) if not math.isnan(float(v))}
+
+    def __call__(self, event_name):
+        if self.failed:
+            return None
+        try:
+            return super().__call__(event_name)
+        except Exception as e:  # a tracker that breaks mid-run never stops the training
+            self.failed = True
+            why = first_line(str(e).split("\n\t")[-1], 200)  # fastai's "Exception occured in ..." prefix off
+            self.log_fn(f"track: {self.tracker} stopped logging at {event_name} ({why}); training goes on without it")
+
+
+class TensorBoardSteps(TrackStep):
+    """In front of fastai's TensorBoardCallback: steps across phases and resumes (the writer purges
+    what a killed process wrote past the last checkpoint), no model trace or sample predictions (a
+    batch drawn for them would move the run's random state), per epoch only what was validated."""
+
+    def __init__(self, log_dir: Path, step0: int, offset: int, log):
+        self.fastai_base.__init__(self, log_dir=str(log_dir), trace_model=False, log_preds=False)
+        self.setup("tensorboard", step0, offset, log)
+
+    def _setup_writer(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.step0 + 1 if self.step0 else None)
+
+    def after_epoch(self):
+        if not self.skipped:
+            for k, v in {**self.epoch_values(), "epoch": self.global_epoch + 1}.items():
+                self.writer.add_scalar(k, v, self.train_iter)
+
+
+class WandbSteps(TrackStep):
+    """In front of fastai's WandbCallback, whose per-batch and per-epoch logging it keeps: its step
+    and epoch counters carried across phases and resumes (an offline run resumed starts at step 0),
+    no sample predictions or gradients. Its before_fit is replaced: fastai's gathers the Learner's
+    arguments into the W&B config, which fails here (fastcore 2.2's init_args calls vars() on plain
+    numbers: `_format_config({'a': 1})` raises) and draws a batch, moving the run's random state;
+    the run's settings reach W&B's config through the tracker instead."""
+
+    def __init__(self, step0: int, offset: int, log):
+        self.fastai_base.__init__(self, log=None, log_preds=False, log_model=False, log_dataset=False)
+        self.setup("wandb", step0, offset, log)
+
+    def before_fit(self):
+        from fastai.torch_core import rank_distrib
+
+        self.run = not hasattr(self.learn, "lr_finder") and not hasattr(self, "gather_preds") and rank_distrib() == 0
+        self._wandb_step, self._wandb_epoch = self.step0, self.offset
+
+    def before_epoch(self):
+        super().before_epoch()
+        self._wandb_epoch = self.global_epoch
+
+    def after_epoch(self):
+        import wandb
+
+        if not self.skipped:
+            self._wandb_epoch = self.global_epoch + 1
+            wandb.log({"epoch": self._wandb_epoch, **self.epoch_values()}, step=self._wandb_step)
+
+
+class MlflowLog(TrackStep):
+    """Per batch and per epoch, into an MLflow run through MlflowClient: the batches' values are
+    kept and written once per epoch (one log_batch call, one store transaction)."""
+
+    def __init__(self, client, run_id: str, step0: int, offset: int, log):
+        super().__init__()
+        self.client, self.run_id, self.rows = client, run_id, []
+        self.setup("mlflow", step0, offset, log)
+
+    def _metric(self, key: str, value, step: int):
+        from mlflow.entities import Metric
+
+        return Metric(key, float(value), int(time.time() * 1000), step)
+
+    def after_batch(self):
+        step = self.train_iter
+        self.rows += [self._metric("train_loss", self.smooth_loss, step), self._metric("raw_loss", self.loss, step)]
+        self.rows += [self._metric(f"lr_{i}", h["lr"], step) for i, h in enumerate(self.opt.hypers)]
+
+    def after_epoch(self):
+        rows, self.rows = self.rows, []
+        if not self.skipped:
+            values = {**self.epoch_values(), "epoch": self.global_epoch + 1}
+            rows += [self._metric(k, v, self.train_iter) for k, v in values.items()]
+            self.client.log_batch(self.run_id, metrics=rows)

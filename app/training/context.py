@@ -11,12 +11,13 @@ from pathlib import Path
 from ..core import ranks as dist
 from ..core.config import TrainConfig, check_sizes
 from ..core.device import cpu_bf16, pick_device, resolve_precision, seed_everything
+from ..core.host import Phases
 from ..core.rundir import device_info, load_config, new_run_dir, save_config, update_config, versions
 from ..core.runlog import run_logger
 from ..data.download import resolve_data
 from ..data.layout import follow_moved, stored_labels
 from ..data.loaders import make_dls
-from ..data.scan import FINGERPRINT_VERSION, Dataset
+from ..data.scan import FINGERPRINT_VERSION, Dataset, scan_for
 from ..data.skipped import write_skipped
 
 
@@ -32,6 +33,8 @@ class RunContext:
     plan: object = None  # budget.Plan when --time planned the epochs
     budget: object = None  # keeper.Budget: the plan kept as training goes (--time)
     fit_started: float = 0.0  # time.time() when fitting began (a resumed run: minus the seconds done before)
+    requested_precision: str = "auto"  # --precision as typed (cfg.precision is what runs)
+    track: object = None  # track.Tracking: the experiment trackers this run logs to (--track)
 
 
 def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None = None, console=None,
@@ -55,7 +58,11 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
         run = Path(dist.broadcast(str(new_run_dir(cfg.command, out)) if dist.is_rank0() else None))
     seed_everything(cfg.seed, device)
     log = run_logger(run, console)
+    if ds is None:
+        ds = dist.rank0_first(lambda: scan_for(cfg, progress=progress))
+        Phases.mark("scanned")
     ds, dls = make_dls(cfg, cfg.sizes()[0], device, progress=progress, log=log, ds=ds)  # resized per epoch later
+    Phases.mark("loaders_ready")
     cfg = cfg.replace(labels=stored_labels(ds.layout) if ds.layout else cfg.labels)
     if resume:
         _same_data(run, meta, list(dls.vocab), ds)
@@ -73,7 +80,7 @@ def open_run(cfg: TrainConfig | None, out: str | None = None, resume: str | None
                         fingerprint_version=FINGERPRINT_VERSION, layout=ds.layout.spec(),
                         class_names_from=ds.names_from, status="running", world_size=dist.world_size(),
                         precision_requested=requested, cpu_bf16=cpu_bf16(), **info)
-    return RunContext(run, cfg, device, log, ds, dls, started)
+    return RunContext(run, cfg, device, log, ds, dls, started, requested_precision=requested)
 
 
 def _same_data(run: Path, meta: dict, vocab: list[str], ds: Dataset) -> None:

@@ -47,7 +47,7 @@ def find_lr(learn, unfrozen: bool = True) -> tuple[dict, float]:
 
 
 def run_lr_find(preset: str = "auto", weights: str | None = None, out=None, console=None, progress=None,
-                **flags) -> Path:
+                track=None, **flags) -> Path:
     """`python -m app lr-find` as typed: settings and weights resolved, then lr_find."""
     from ..core.device import trains_on_cuda
     from ..model.weights import resolve_weights
@@ -55,11 +55,15 @@ def run_lr_find(preset: str = "auto", weights: str | None = None, out=None, cons
 
     w = resolve_weights(weights, progress=progress)
     cfg = resolve("lr-find", preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
-    return lr_find(cfg, out=str(out) if out else None, console=console, progress=progress)
+    return lr_find(cfg, out=str(out) if out else None, console=console, progress=progress, track=track)
 
 
-def lr_find(cfg: TrainConfig, out: str | None = None, console=None, progress=None) -> Path:
-    """fastai lr_find; saves its four suggestions, the recommended lr, the curve and its plot."""
+def lr_find(cfg: TrainConfig, out: str | None = None, console=None, progress=None, track=None) -> Path:
+    """fastai lr_find; saves its four suggestions, the recommended lr, the curve and its plot (and
+    logs them to the --track trackers: the curve by iteration, the suggestions as results)."""
+    from .track import track_names, tracked
+
+    names = track_names(track) if dist.is_rank0() else []
     s = open_run(cfg.replace(command="lr-find", progressive=""), out, console=console, progress=progress)
     learn = build(s.cfg, s.dls, s.run, s.device, s.log, progress=progress)
     learn.phase_label = "lr-find"
@@ -74,5 +78,9 @@ def lr_find(cfg: TrainConfig, out: str | None = None, console=None, progress=Non
         update_config(s.run, status="finished")
         s.log("lr_find suggestions: " + ", ".join(f"{k} {v:.2e}" for k, v in sug.items()))
         s.log(f"recommended lr: {rec:.2e} ({LR_RULE}); use it with --lr-from {s.run}")
+        with tracked(names, s.run, s.log) as t:
+            t.params(s.cfg)
+            t.curve([{"lr_find/lr": lr, "lr_find/loss": loss} for lr, loss in zip(rows["lrs"], rows["losses"])])
+            t.final({**{f"lr_find/{k}": v for k, v in sug.items()}, "lr_find/recommended": rec})
     dist.barrier()
     return s.run

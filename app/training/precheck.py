@@ -13,10 +13,14 @@ from ..model.weights import check_weights
 
 
 def precheck(out=None, resume=None, weights: str | None = None, data=None, export: bool = False, labels=None,
-             valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", label_delim=None) -> None:
+             valid_pct: float = 0.2, split_seed: int = 42, layout: str = "auto", label_delim=None,
+             track=None) -> None:
     """--resume names a run whose settings and checkpoint load; --out does not exist and can be made;
     --weights and --data exist and look right (in any accepted layout); the exports a finished run
-    would write are free."""
+    would write are free; --track names trackers."""
+    from .track import resolve_track
+
+    resolve_track(track)
     if resume:
         cfg, meta = load_config(resume)  # its settings are checked as they are read
         if data or labels:  # the run's dataset, moved: read as the run reads it

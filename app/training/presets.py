@@ -105,3 +105,71 @@ def resolve(command: str, preset: str = "auto", weights: str = "none", cuda: boo
     cfg = cfg.replace(**given)
     check_sizes(cfg)
     return cfg
+
+
+class SettingsFile(TrainConfig):
+    """What `train --config FILE` may hold: the training flags (dashes or underscores) and every
+    setting a run's config.json records, plus what happens at the end and the trackers."""
+
+    tta: bool = False
+    export: bool = True
+    evaluate: bool = True
+    track: list[str] | str = []
+
+
+def read_settings(path) -> dict:
+    """A settings file as flags: a run's config.json (its recorded settings, checked as any run's
+    are; an lr-find source and a time plan's epochs left out, as they were resolved from elsewhere)
+    or a YAML/JSON file written by hand (types as on the command line: `lr: 1e-3` is a number).
+    Every problem is one line (exit 2)."""
+    import yaml
+
+    from ..core.config import renamed, validated
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {p}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise UsageError(f"--config {p}: not YAML or JSON" + (f" (line {where.line + 1})" if where else "")) from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {p}: expected settings as `key: value` lines, found {type(raw).__name__}")
+    try:
+        if isinstance(raw.get("config"), dict):  # a run's config.json
+            return _recorded(raw)
+        values = renamed({str(k).replace("-", "_"): v for k, v in raw.items()})
+        checked = validated(SettingsFile, values, strict=False)
+        if checked.progressive != "none":
+            parse_progressive(checked.progressive)
+    except ValueError as e:
+        raise UsageError(f"--config {p}: {e}") from None
+    return {k: getattr(checked, k) for k in values}
+
+
+def _recorded(meta: dict) -> dict:
+    """A run's recorded settings as flags, with how it finished and what it tracked."""
+    cfg = TrainConfig.from_dict(meta["config"]).to_dict()
+    cfg.pop("lr_from")  # its lr is recorded: the lr-find run it came from is not needed (nor read) again
+    if cfg.get("time"):  # a time budget plans its epochs again on this machine, from the preset's
+        cfg.pop("epochs")
+    finish = {k: v for k, v in (meta.get("finish") or {}).items() if k in ("tta",) and isinstance(v, bool)}
+    return {**cfg, **finish, "track": list(meta.get("track") or [])}
+
+
+def with_settings_file(path, typed: dict) -> dict:
+    """`train --config FILE` and the flags typed beside it: the file's settings as if typed, the
+    typed ones over them (a typed --epochs replaces the file's --time and the other way round)."""
+    settings = read_settings(path)
+    if typed.get("epochs") is not None:
+        settings.pop("time", None)
+    if typed.get("time") is not None:
+        settings.pop("epochs", None)
+    settings.update(typed)
+    if "command" in settings:  # the phases the recipe runs (train's own are its preset's)
+        settings["recipe_command"] = settings.pop("command")
+        if settings["recipe_command"] not in ("fit-one-cycle", "fine-tune"):
+            raise UsageError(f"--config {path}: command {settings['recipe_command']!r} is not a training command "
+                             "(fit-one-cycle or fine-tune)")
+    return settings

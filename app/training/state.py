@@ -39,6 +39,21 @@ def set_rng_state(st: dict, dls=None, device=None) -> None:
         unwrap_dl(dls.train).rng.setstate(_tuplify(st["dl"]))
 
 
+def model_digest(model) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes, in the standard memory
+    layout): equal exactly when two trainings ended with the same weights, bit for bit."""
+    import hashlib
+
+    from ..core.ranks import unwrap_model
+
+    h = hashlib.sha256()
+    for k, v in sorted(unwrap_model(model).state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _tuplify(x):
     return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
 

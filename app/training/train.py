@@ -19,12 +19,21 @@ import torch
 from ..core import ranks as dist
 from ..core.config import TrainConfig
 from ..core.errors import Interrupted, UsageError
-from ..core.host import rss_mb
+from ..core.host import Phases, rss_mb
 from ..core.rundir import update_config
 from ..model.learner import build
 from ..model.weights import Weights, resolve_weights, torch_load
 from .after_fit import Finish
-from .callbacks import BatchLog, Checkpoint, FinalPreds, HistoryCSV, ProgressiveResize, RestoreSmoothLoss, ValidEvery
+from .callbacks import (
+    BatchLog,
+    Checkpoint,
+    FinalPreds,
+    FirstBatch,
+    HistoryCSV,
+    ProgressiveResize,
+    RestoreSmoothLoss,
+    ValidEvery,
+)
 from .context import RunContext, open_run
 from .distributed import distributed
 from .epochs import phases, total_epochs
@@ -33,19 +42,24 @@ from .state import load_opt_state, set_rng_state
 
 
 def run_command(command: str, preset: str = "auto", weights: str | None = None, out=None, resume=None,
-                finish: Finish | None = None, console=None, progress=None, **flags) -> Path:
-    """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained."""
+                finish: Finish | None = None, console=None, progress=None, track=None, **flags) -> Path:
+    """fit-one-cycle, fine-tune and train as typed: settings and weights resolved, then trained
+    (`track`: the --track values, None for APP_TRACK's)."""
     from .lr_find import lr_from_run
 
+    Phases.reset()
     if resume:
         if out:
             raise UsageError("--resume continues an existing run; it cannot take --out")
         moved = {k: flags.get(k) for k in ("data", "labels")}  # the run's dataset where it is now
-        return train(None, resume=str(resume), finish=finish, console=console, progress=progress, moved=moved)
+        return train(None, resume=str(resume), finish=finish, console=console, progress=progress, track=track,
+                     moved=moved)
     from ..core.device import trains_on_cuda
 
     w = resolve_weights(weights, progress=progress)
+    recipe_command = flags.pop("recipe_command", None)  # train --config: the phases its recipe names
     cfg = resolve(command, preset, w.spec, trains_on_cuda(flags.get("device")), **flags)
+    cfg = cfg.replace(command=recipe_command) if recipe_command else cfg
     if weights == "auto" and w.kind == "none" and console:
         console.print(f"ImageNet weights unavailable offline: training from random init with {cfg.preset}; "
                       "pass --weights PATH to fine-tune", markup=False)
@@ -62,7 +76,7 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
             f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
             f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
     return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress,
-                 ds=ds)
+                 ds=ds, track=track)
 
 
 def _fit_size(cfg: TrainConfig, console, progress):
@@ -74,6 +88,7 @@ def _fit_size(cfg: TrainConfig, console, progress):
 
     data = resolve_data(cfg.data, progress)
     ds = scan_for(cfg.replace(data=str(data)), progress=progress)
+    Phases.mark("scanned")
     side = ds.median_side()
     fitted = fit_size_to_images(cfg.replace(data=str(data)), side)
     if fitted.size != cfg.size and console:
@@ -83,13 +98,27 @@ def _fit_size(cfg: TrainConfig, console, progress):
 
 
 def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | None = None, resume: str | None = None,
-          finish: Finish | None = None, console=None, progress=None, ds=None, moved: dict | None = None) -> Path:
+          finish: Finish | None = None, console=None, progress=None, ds=None, track=None,
+          moved: dict | None = None) -> Path:
     """Run (or resume) a training command; returns its run directory (`ds`: cfg.data, already scanned;
+    `track`: the trackers to log to, see track.py; a resumed run also continues those it had;
     `moved`: a resumed run's dataset where it is now)."""
+    from .track import track_names, tracked
+
     info = {"weights_used": weights.kind, "weights_reason": weights.reason} if weights else {}
     if finish is not None and not resume:
         info["finish"] = asdict(finish)  # a resumed run finishes as the command asked (train: export)
+    names = track_names(track, resume) if dist.is_rank0() else []  # a bad name stops the command here
     s = open_run(cfg, out, resume=resume, console=console, progress=progress, ds=ds, moved=moved, **info)
+    with tracked(names, s.run, s.log) as s.track:
+        _train_run(s, weights, resume, finish, progress)
+    dist.barrier()
+    return s.run
+
+
+def _train_run(s: RunContext, weights: Weights | None, resume: str | None, finish: Finish | None, progress) -> None:
+    """The opened run trained: its checkpoint read back (resume), the Learner built, the frozen phase
+    and the time budget sized, every phase fitted, then evaluation, report and export."""
     ckpt, start_epoch = _checkpoint(s.run) if resume else (None, 0)
     if resume:
         s.log(f"resuming {s.run} at epoch {start_epoch} of {total_epochs(s.cfg)}")
@@ -100,6 +129,7 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     elif s.cfg.lr_from and dist.is_rank0():  # the lr-find plot belongs with the run it set up
         shutil.copy(Path(s.cfg.lr_from) / "lr_find.json", s.run / "lr_find.json")
     learn = build(s.cfg, s.dls, s.run, s.device, s.log, weights=weights, progress=progress)
+    Phases.mark("model_built")
     if s.cfg.min_freeze_steps and not resume:
         s.cfg = _size_frozen_phase(s)
     if s.cfg.time and not resume:
@@ -112,12 +142,11 @@ def train(cfg: TrainConfig | None, out: str | None = None, weights: Weights | No
     if ckpt is not None:
         learn.model.load_state_dict(ckpt["model"])
         learn.samples_seen = ckpt.get("samples_seen", 0)
+    s.track.params(s.cfg, resumed=bool(resume))  # the settings as planned
     fit_s = _fit(learn, s, start_epoch, ckpt)
     if s.budget is not None:
         s.cfg = s.budget.cfg  # the epochs as the budget ended up planning them
     _finish(learn, s, fit_s, finish)
-    dist.barrier()
-    return s.run
 
 
 def _size_frozen_phase(s: RunContext) -> TrainConfig:
@@ -136,16 +165,18 @@ def _size_frozen_phase(s: RunContext) -> TrainConfig:
 
 
 def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
-    """--time: this machine measured, the epochs planned (on rank 0, shared with the others) and
-    written into config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
+    """--time: this machine measured (in the precision it trains fastest in, for auto on a CPU with
+    native bf16), the epochs planned (on rank 0, shared with the others) and written into
+    config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
     from .budget import measure, plan
     from .keeper import start_budget
 
     p, n_train = None, len(s.ds.split("train")) // dist.world_size()
     passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
+    known = _auto_precision(learn, s)
     if dist.is_rank0():
-        speeds = measure(learn, s.cfg, s.device, s.run / "models")
+        speeds = measure(learn, s.cfg, s.device, s.run / "models", known=known)
         try:
             p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:
@@ -158,8 +189,29 @@ def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     if dist.is_rank0():
         update_config(s.run, config=cfg.to_dict(), plan=p.to_dict())
     s.log(p.summary)
+    Phases.mark("planned")
     s.plan, s.budget = p, start_budget(s.cfg, cfg, p, s.run, n_train, len(s.ds.split("val")))
     return cfg
+
+
+def _auto_precision(learn, s: RunContext) -> dict:
+    """--precision auto on a CPU with native bf16 under --time: fp32 and bf16 timed here, the faster
+    by a clear margin taken (said in a line, recorded in config.json); returns the chosen precision's
+    measured training rate ({size: img/s}) for the plan."""
+    from ..core.device import cpu_bf16
+    from ..model.callbacks import CpuBf16
+    from .budget import choose_precision, describe_choice
+
+    if s.requested_precision != "auto" or s.device.type != "cpu" or not cpu_bf16()["native"]:
+        return {}
+    choice = dist.broadcast(choose_precision(learn, s.cfg, s.device) if dist.is_rank0() else None)
+    if choice["chosen"] == "bf16":
+        learn.add_cb(CpuBf16())
+        s.cfg = s.cfg.replace(precision="bf16")
+    if dist.is_rank0():
+        update_config(s.run, config=s.cfg.to_dict(), precision_choice=choice)
+    s.log(describe_choice(choice))
+    return {s.cfg.size: choice[f"{choice['chosen']}_img_s"]}
 
 
 def _checkpoint(run: Path) -> tuple[dict | None, int]:
@@ -212,6 +264,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     monitor = "f1_score" if getattr(s.dls, "multi", False) else "accuracy"  # multi-label: macro F1 at 0.5
     saver = Checkpoint(run / "models", off, ph["name"], monitor=monitor, best=best)
     cbs = [
+        FirstBatch(lambda: _first_batch(s)),
         ProgressiveResize(cfg.schedule(total_epochs(cfg)), off, log=s.log),
         HistoryCSV(run / "history.csv", off, ph["name"], log=s.log, started=s.fit_started),
         BatchLog(run / "batches.csv", off),
@@ -219,6 +272,7 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     ]
     if cfg.valid_every > 1:
         cbs.append(ValidEvery(cfg, off))
+    cbs += s.track.callbacks(off)
     if ph["name"] == phases(cfg)[-1]["name"] and dist.world_size() == 1:
         cbs.append(FinalPreds(off))
     learn.freeze() if ph["freeze"] else learn.unfreeze()
@@ -246,17 +300,33 @@ def _fit_phase(learn, s: RunContext, ph: dict, start_epoch: int, ckpt, best: flo
     return saver.best
 
 
+def _first_batch(s: RunContext) -> None:
+    """The last mark before fitting: how long the user waited for the first batch, and where it went."""
+    if "first_batch" in Phases.marks:
+        return
+    Phases.mark("first_batch")
+    if dist.is_rank0():
+        update_config(s.run, phases=dict(Phases.marks))
+        m = Phases.marks
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in m.items() if k != "first_batch")
+        s.log(f"first batch at {m['first_batch']:.1f}s after the command started ({steps})")
+
+
 def _finish(learn, s: RunContext, fit_s: float, finish: Finish | None) -> None:
     """Rank 0: the fit's time and memory in config.json, then evaluation, report and export."""
     peak = rss_mb()
     if not dist.is_rank0():
         return
-    update_config(s.run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak))
+    from .state import model_digest
+
+    update_config(s.run, status="finished", fit_seconds=round(fit_s, 1), peak_rss_mb=round(peak),
+                  weights_sha256=model_digest(learn.model))  # `compare` shows two runs that trained alike
     s.log(f"training finished in {fit_s:.0f}s (peak host memory {peak:.0f} MB)")
     from .after_fit import finish_run
 
     with dist.this_process_only():  # evaluation on the whole validation set, in one process
         finish_run(learn, s, finish or Finish())
+    s.track.final()  # metrics, figures, report and bundle into the trackers
 
 
 def _elapsed_before(run: Path) -> float:

@@ -181,3 +181,37 @@ def test_a_cache_that_cannot_fit_is_refused_before_it_starts(data, monkeypatch, 
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
     with pytest.raises(DataError, match=r"not enough disk space for the decoded cache: it needs 0\.\d+ GB"):
         open_or_build(scan(data), 96, log=lambda *_: None)
+
+
+def test_a_first_run_decodes_each_image_once_for_its_verdict_and_its_cache_row(data, monkeypatch):
+    """Issue 29: the first run decoded every image twice (the scan's check, then the cache build).
+    Now the scan for the cached loader reads headers only and the build's one decode gives each file
+    its verdict: a truncated JPEG (a good header) is skipped at the build, remembered, and a later
+    `data` check decodes nothing again."""
+    from collections import Counter
+
+    from app.data import cache, images
+    from app.data import scan as scan_mod
+    from app.data.loaders import make_dls
+
+    victim = sorted((data / "train" / EASY[1]).iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:2000])
+    decodes = Counter()
+    real = images.open_rgb
+
+    def counting(path, *a, **kw):
+        decodes[str(path)] += 1
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(cache, "open_rgb", counting)
+    monkeypatch.setattr(scan_mod, "open_rgb", counting)
+    cfg = TrainConfig(data=str(data), size=64, bs=8, loader="cached", progressive="")
+    ds, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    assert len(decodes) == 48 and set(decodes.values()) == {1}  # every file, once
+    assert str(victim) in dict(ds.skipped) and "truncated" in dict(ds.skipped)[str(victim)]
+    assert len(ds.items) == 47 and dls.cache.n == 47
+    decodes.clear()
+    again = scan(data)  # `data`'s full check: every verdict is remembered as full
+    assert not decodes and str(victim) in dict(again.skipped) and len(again.items) == 47
+    ds2, dls2 = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)  # a warm run: the cache is current
+    assert not decodes and dls2.cache.dir == dls.cache.dir and len(ds2.items) == 47

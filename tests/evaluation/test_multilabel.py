@@ -122,3 +122,23 @@ def test_review_edits_a_label_set_into_the_csv_and_undo_puts_it_back(collage_run
     cli("review", run, "--undo", "--yes", check=True)
     assert (root / "labels.csv").read_bytes() == csv_before
     cli("fit-one-cycle", "--resume", run, check=True)  # a finished multi-label run resumes (nothing left to fit)
+
+
+@pytest.mark.slow
+def test_the_report_shows_each_labels_threshold_and_audit_refuses_in_one_line(collage_run):
+    from html.parser import HTMLParser
+
+    root, run = collage_run
+    cli("report", run, check=True)
+    cells: list[str] = []
+
+    class Cells(HTMLParser):
+        def handle_data(self, data):
+            cells.append(data.strip())
+
+    Cells().feed((run / "report.html").read_text(encoding="utf-8"))
+    m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert "Metrics per label" in cells and "mAP" in cells and "Most confused pairs" not in cells
+    for name, v in m["per_class"].items():  # the row of each label: its name, then its own threshold
+        assert cells[cells.index(name) + 1] == f'{v["threshold"]:.2f}'
+    assert_one_line_error(cli("audit", run, "--time", "5"), 3, "multi-label")

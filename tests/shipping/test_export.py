@@ -192,15 +192,15 @@ def test_a_large_onnx_difference_is_refused(tmp_path):
 
 def test_a_refused_export_leaves_nothing_and_the_retry_works(fitted, tmp_path, monkeypatch):
     from app.core.errors import ModelError
-    from app.shipping import export
+    from app.shipping import export, formats
 
     run, _ = fitted
     to = tmp_path / "out" / "m.pkl"
-    monkeypatch.setattr(export, "ONNX_TOLERANCE", -1.0)  # every difference refused: the bundle fails last
+    monkeypatch.setattr(formats, "ONNX_TOLERANCE", -1.0)  # every difference refused: the bundle fails last
     with pytest.raises(ModelError):
         export.export_run(run, to)
     assert list(to.parent.iterdir()) == []  # no pickle, no bundle, no temporary
-    monkeypatch.setattr(export, "ONNX_TOLERANCE", 1e-3)
+    monkeypatch.setattr(formats, "ONNX_TOLERANCE", 1e-3)
     pkl, bundle = export.export_run(run, to)
     assert pkl.is_file() and (bundle / "model.onnx").is_file()
     assert sorted(p.name for p in to.parent.iterdir()) == ["m", "m.pkl"]

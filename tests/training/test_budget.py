@@ -113,6 +113,16 @@ def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
     assert meta["weights_used"] == "none" and "unavailable offline" in meta["weights_reason"]
     m = json.loads((run / "metrics.json").read_text())
     assert m["n"] == 60
+    from app.core.device import cpu_bf16
+
+    if cpu_bf16()["native"]:  # auto chose between fp32 and bf16 here, said it and recorded both rates
+        c = meta["precision_choice"]
+        assert c["chosen"] == meta["config"]["precision"] and f"precision auto: {c['chosen']}" in p.stdout
+        assert c["fp32_img_s"] > 0 and c["bf16_img_s"] > 0
+    ph = meta["phases"]  # when each step before the first batch ended, in the order they ran
+    assert list(ph) == ["scanned", "loaders_ready", "model_built", "planned", "first_batch"]
+    assert list(ph.values()) == sorted(ph.values()) and ph["first_batch"] < meta["wall_seconds"]
+    assert f"first batch at {ph['first_batch']:.1f}s" in p.stdout
     import csv
 
     hist = list(csv.DictReader(open(run / "history.csv")))
@@ -139,3 +149,52 @@ def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
     after = json.loads((run / "config.json").read_text())
     assert after["plan"] == plan_ and after["config"]["epochs"] == epochs and after["status"] == "finished"
     assert after["time_keeper"]["plan"] == kept["plan"] and not after["time_keeper"]["live"]
+
+
+def test_the_probe_takes_the_median_of_its_rounds_and_drops_the_first():
+    """One slow reading must not set the schedule (issue 29: a probe read 102 img/s, the next 550):
+    a first round 10x slow (oneDNN's kernels) and one more slow round leave the rate at the steady one."""
+    import torch
+
+    from app.training.budget import PER_ROUND, ROUNDS, _rates
+
+    batches = [(torch.zeros(8, 1), torch.zeros(8))] * 64
+    calls = []
+
+    def step(xb, yb):
+        calls.append(1)
+        slow = len(calls) <= 1 + PER_ROUND or len(calls) in (1 + 2 * PER_ROUND + 1,)  # warm-up + round 0, and round 1
+        time.sleep(0.05 if slow else 0.005)
+
+    rate = _rates(batches, {"s": step})["s"]
+    assert len(calls) == 1 + ROUNDS * PER_ROUND
+    assert rate == pytest.approx(8 / 0.005, rel=0.35)  # steady: 1,600 img/s; the slow rounds would give 160
+
+
+@pytest.mark.parametrize("slow, chosen", [("bf16", "fp32"), ("fp32", "bf16")])
+def test_auto_precision_takes_what_trains_faster_here(tiny_data, monkeypatch, slow, chosen):
+    """choose_precision times both on the run's own model and loader: made slow on purpose, the other
+    one is taken, whatever this CPU is."""
+    import contextlib
+
+    import torch
+
+    from app.core.config import TrainConfig
+    from app.data.loaders import make_dls
+    from app.model.learner import build
+    from app.model.weights import Weights
+    from app.training import budget
+
+    cfg = TrainConfig(data=str(tiny_data), size=64, bs=8, loader="cached")
+    _, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    learn = build(cfg, dls, None, torch.device("cpu"), log=lambda *_: None, weights=Weights("none"))
+
+    @contextlib.contextmanager
+    def timed(precision, device):
+        time.sleep(0.2 if precision == slow else 0.0)
+        yield
+
+    monkeypatch.setattr(budget, "autocast", timed)
+    c = budget.choose_precision(learn, cfg, torch.device("cpu"))
+    assert c["chosen"] == chosen and (c["ratio"] >= budget.BF16_MARGIN) == (chosen == "bf16")
+    assert c[f"{slow}_img_s"] < c[f"{chosen}_img_s"] and f"precision auto: {chosen}" in budget.describe_choice(c)
