@@ -1,9 +1,38 @@
-"""`python -m app bench`: which bench the flags ask for (the speed bench by default), and its JSON."""
+"""`python -m app bench`: which bench the flags ask for (the speed bench by default), and its JSON.
+
+MODES is the one list of benches: the flag that asks for one, its module and function, and how the
+command's options become its arguments. A new bench is one row (and its option in cli.bench)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib import import_module
+from types import SimpleNamespace
+
 from ..core.files import write_json
-from .speed import run_speed
+
+# (flag, module.function, its arguments from the options `o`); the first flag set wins
+MODES: tuple[tuple[str, str, Callable[[SimpleNamespace], dict]], ...] = (
+    ("multi_label", "multilabel.run_multilabel", lambda o: dict(data=o.data, minutes=o.multi_label, device=o.device)),
+    ("scan", "startup.run_scan", lambda o: dict(data=o.data)),
+    ("precision_budget", "main_job.run_precision_budget",
+     lambda o: dict(data=o.data, minutes=o.precision_budget, seeds=o.seeds)),
+    ("export", "formats.run_export_bench", lambda o: dict(run=o.export, data=o.data, repeats=o.repeats)),
+    ("serve", "serve.run_serve_bench", lambda o: dict(bundle=o.serve, clients=o.clients, seconds=o.seconds, data=o.data)),
+    ("scale", "scale.run_scale", lambda o: dict(device=o.device)),
+    ("transfer", "transfer.run_transfer",
+     lambda o: dict(data=o.data, device=o.device, json_path=o.json_path, **(o.transfer_options or {}))),
+    ("audit", "audit.run_audit_bench",
+     lambda o: dict(data=o.data, device=o.device, json_path=o.json_path, **(o.audit_options or {}))),
+    ("budget", "budget.run_budget", lambda o: dict(data=o.data, minutes=o.budget, device=o.device)),
+    ("keep", "keep.run_keep", lambda o: dict(data=o.data, minutes=o.keep, device=o.device)),
+    ("bf16", "precision.run_bf16_speed",
+     lambda o: dict(data=o.data, size=o.size, bs=o.bs, images=o.images or 1280, repeats=o.repeats)),
+    ("bf16_accuracy", "precision.run_bf16_accuracy",
+     lambda o: dict(data=o.data, size=o.size, images=o.images or 2000, epochs=o.epochs or 12, seeds=o.seeds)),
+    (None, "speed.run_speed", lambda o: dict(data=o.data, size=o.size, bs=o.bs, images=o.images or 1280,
+                                             device_name=o.device, repeats=o.repeats, compile=o.compile)),
+)
 
 
 def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, device="auto", repeats=3,
@@ -12,57 +41,11 @@ def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, d
         export=None, serve=None, clients=8, seconds=30.0, audit: bool = False,
         audit_options: dict | None = None, multi_label=None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
+    o = SimpleNamespace(**{k: v for k, v in locals().items() if k != "console"})
     log = console.print if console else print
-    if multi_label:
-        from .multilabel import run_multilabel
-
-        res = run_multilabel(data, multi_label, log=log, device=device)
-    elif scan:
-        from .startup import run_scan
-
-        res = run_scan(data, log=log)
-    elif precision_budget:
-        from .main_job import run_precision_budget
-
-        res = run_precision_budget(data, precision_budget, seeds, log=log)
-    elif export:
-        from .formats import run_export_bench
-
-        res = run_export_bench(export, log=log, data=data, repeats=repeats)
-    elif serve:
-        from .serve import run_serve_bench
-
-        res = run_serve_bench(serve, clients=clients, seconds=seconds, data=data, log=log)
-    elif scale:
-        from .scale import run_scale
-
-        res = run_scale(log=log, device=device)
-    elif transfer:
-        from .transfer import run_transfer
-
-        res = run_transfer(data, log=log, device=device, json_path=json_path, **(transfer_options or {}))
-    elif audit:
-        from .audit import run_audit_bench
-
-        res = run_audit_bench(data, log=log, device=device, json_path=json_path, **(audit_options or {}))
-    elif budget:
-        from .budget import run_budget
-
-        res = run_budget(data, budget, log=log, device=device)
-    elif keep:
-        from .keep import run_keep
-
-        res = run_keep(data, keep, log=log, device=device)
-    elif bf16:
-        from .precision import run_bf16_speed
-
-        res = run_bf16_speed(data, size, bs, images or 1280, log, repeats)
-    elif bf16_accuracy:
-        from .precision import run_bf16_accuracy
-
-        res = run_bf16_accuracy(data, size, images or 2000, epochs or 12, seeds, log)
-    else:
-        res = run_speed(data, size, bs, images or 1280, log, device, repeats, compile)
+    _, target, args = next(m for m in MODES if m[0] is None or getattr(o, m[0]))
+    module, func = target.rsplit(".", 1)
+    res = getattr(import_module(f".{module}", __package__), func)(log=log, **args(o))
     if json_path:
         write_json(json_path, res)
         log(f"wrote {json_path}")
