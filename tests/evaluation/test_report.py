@@ -32,7 +32,9 @@ def test_report_is_self_contained(report):
         assert words in html
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path):
+def headless_chromium(tmp_path: Path, height: int = 2000):
+    """A selenium driver on headless Chromium with a profile of its own (skipped where it is not
+    installed, failed where CI requires it); the caller quits it."""
     if not (CHROMIUM and DRIVER):
         if os.environ.get("APP_REQUIRE_CHROMIUM"):
             pytest.fail("chromium/chromedriver missing but required (APP_REQUIRE_CHROMIUM)")
@@ -40,15 +42,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    path, _ = report
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"):
+              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--window-size=1280,{height}"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    path, _ = report
+    driver = headless_chromium(tmp_path)
     try:
         driver.get(Path(path).resolve().as_uri())
         assert driver.execute_script("return document.readyState") == "complete"

@@ -2,17 +2,14 @@
 originals, the dark and blank images), every value read from audit.csv is escaped, and the section
 renders in headless Chromium with every image decoded (its screenshot is kept beside the report)."""
 
-import os
 import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 from app.evaluation.report import write_report
 
 from ..conftest import assert_png
-from .test_report import CHROMIUM, DRIVER
+from .test_report import headless_chromium
 
 
 def test_the_audit_section_lists_what_was_planted(audited):
@@ -44,23 +41,10 @@ def test_values_from_audit_csv_are_escaped(audited, tmp_path):
 
 
 def test_the_audit_section_renders_in_headless_chromium(audited, tmp_path):
-    if not (CHROMIUM and DRIVER):
-        if os.environ.get("APP_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium/chromedriver missing but required (APP_REQUIRE_CHROMIUM)")
-        pytest.skip("chromium and chromedriver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     audit, _, _ = audited
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1800"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = headless_chromium(tmp_path, 1800)
     try:
         driver.get((audit / "report.html").resolve().as_uri())
         section = driver.find_element(By.ID, "audit")

@@ -129,11 +129,7 @@ def test_apply_without_decisions_is_one_line(review_run):
 
 
 def test_review_in_tmux_as_a_person_would(review_run):
-    tmux = shutil.which("tmux")
-    if not tmux:
-        if os.environ.get("APP_REQUIRE_TMUX"):
-            pytest.fail("tmux missing but required (APP_REQUIRE_TMUX)")
-        pytest.skip("tmux is not installed")
+    tmux = tmux_or_skip()
     run, _ = review_run
     name = f"review{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
@@ -147,16 +143,31 @@ def test_review_in_tmux_as_a_person_would(review_run):
             if "predicted:" in screen:
                 break
         assert "predicted:" in screen and "actual:" in screen, screen
-        for key in ("k", "x", "q"):
-            subprocess.run([tmux, "send-keys", "-t", name, key], check=True)
-            time.sleep(1.0)
-        for _ in range(40):
-            if (run / DECISIONS).exists() and len(_rows(run)) == 2:
-                break
-            time.sleep(0.5)
-        assert [r["decision"] for r in _rows(run)] == ["keep", "remove"]
+        keep_remove_quit(tmux, name, run)
     finally:
         subprocess.run([tmux, "kill-session", "-t", name], capture_output=True)
+
+
+def tmux_or_skip() -> str:
+    """tmux's path; skipped where it is not installed, failed where CI requires it."""
+    tmux = shutil.which("tmux")
+    if not tmux:
+        if os.environ.get("APP_REQUIRE_TMUX"):
+            pytest.fail("tmux missing but required (APP_REQUIRE_TMUX)")
+        pytest.skip("tmux is not installed")
+    return tmux
+
+
+def keep_remove_quit(tmux: str, name: str, run: Path) -> None:
+    """Keys k, x, q typed into the tmux session `name`: decisions.csv then holds keep and remove."""
+    for key in ("k", "x", "q"):
+        subprocess.run([tmux, "send-keys", "-t", name, key], check=True)
+        time.sleep(1.0)
+    for _ in range(40):
+        if (run / DECISIONS).exists() and len(_rows(run)) == 2:
+            break
+        time.sleep(0.5)
+    assert [r["decision"] for r in _rows(run)] == ["keep", "remove"]
 
 
 def test_review_train_adds_the_training_images_worst_first(fitted, tmp_path):

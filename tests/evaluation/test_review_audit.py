@@ -19,6 +19,7 @@ from app.data.edits import DECISIONS
 from app.evaluation.review import load_audit_entries, make_app
 
 from ..conftest import ROOT, assert_one_line_error, run_cli
+from .test_review import keep_remove_quit, tmux_or_skip
 
 
 @pytest.fixture()
@@ -108,11 +109,7 @@ def test_apply_quarantines_a_leaked_copy_and_undo_restores_it(audit_copy):
 
 
 def test_review_audit_in_tmux_as_a_person_would(audit_copy):
-    tmux = shutil.which("tmux")
-    if not tmux:
-        if os.environ.get("APP_REQUIRE_TMUX"):
-            pytest.fail("tmux missing but required (APP_REQUIRE_TMUX)")
-        pytest.skip("tmux is not installed")
+    tmux = tmux_or_skip()
     run, _, _ = audit_copy
     name = f"audit{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
@@ -133,13 +130,6 @@ def test_review_audit_in_tmux_as_a_person_would(audit_copy):
         assert "label issue" in screen and "given:" in screen and "Grad-CAM:   off" in screen, screen
         subprocess.run([tmux, "send-keys", "-t", name, "c"], check=True)
         assert "Grad-CAM:   on" in screen_with("Grad-CAM:   on", 40)
-        for key in ("k", "x", "q"):
-            subprocess.run([tmux, "send-keys", "-t", name, key], check=True)
-            time.sleep(1.0)
-        for _ in range(40):
-            if (run / DECISIONS).exists() and len(_rows(run)) == 2:
-                break
-            time.sleep(0.5)
-        assert [r["decision"] for r in _rows(run)] == ["keep", "remove"]
+        keep_remove_quit(tmux, name, run)
     finally:
         subprocess.run([tmux, "kill-session", "-t", name], capture_output=True)
