@@ -23,6 +23,9 @@ EASY = ["n01440764", "n03028079", "n03445777", "n03888257"]  # tench, church, go
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains a model for more than a few seconds")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (tests/test_gpu.py; skipped without one)")
+    from app.core.host import command_started
+
+    command_started()  # a process's first command counts from its start: here, each in-process one from its own
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -94,7 +94,10 @@ def user(args: list, tmp: Path, cache: str) -> tuple[float, subprocess.Completed
         from ..core.errors import RunError
 
         last = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RunError(f"bench --audit: `{' '.join(map(str, args[:2]))}` failed (exit {p.returncode}): {last}")
+        kept = Path(tempfile.gettempdir()) / f"app-bench-audit-{args[0]}-failed.log"  # the whole story, kept
+        kept.write_text(p.stdout + "\n" + p.stderr, encoding="utf-8")
+        raise RunError(f"bench --audit: `{' '.join(map(str, args[:2]))}` failed (exit {p.returncode}): {last} "
+                       f"(its output: {kept}; APP_DEBUG=1 puts the traceback there)")
     return time.time() - t, p
 
 

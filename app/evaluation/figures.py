@@ -532,6 +532,7 @@ class Figure:
     per_split: bool  # drawn again, into <file>_test, for `evaluate --split test`
     draw: Callable[[FigureInputs, Path], Path | None]
     audit: bool = False  # drawn from audit.csv: an audit folder's figure, shown in the report's audit section
+    task: str = "any"  # "single": one label per image only; "multi": multi-label runs only
 
 
 def _lr_find(i: FigureInputs, p: Path) -> Path | None:
@@ -552,7 +553,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("overall", "05_overall_metrics.png", "Overall metrics", False, True,
            lambda i, p: overall_metrics(i.metrics, p) if i.metrics else None),
     Figure("confusion", "06_confusion_matrix.png", "Confusion matrix (counts and row-normalised)", True, True,
-           lambda i, p: confusion(i.metrics, p) if i.metrics and not _multi(i) else None),
+           lambda i, p: confusion(i.metrics, p) if i.metrics else None, task="single"),
     Figure("per_class", "07_per_class_metrics.png", "Per-class precision, recall and F1", False, True,
            lambda i, p: per_class(i.metrics, p) if i.metrics else None),
     Figure("architecture", "08_model_architecture.png", "Model architecture (from the real model)", True, False,
@@ -562,10 +563,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("lr_find", "10_lr_find.png", "Learning-rate finder", False, False, _lr_find),
     Figure("reliability", "11_reliability.png", "Reliability diagram: accuracy against confidence, before and after "
            "temperature scaling", False, True,
-           lambda i, p: reliability(i.metrics, p) if i.metrics and not _multi(i) else None),
+           lambda i, p: reliability(i.metrics, p) if i.metrics else None, task="single"),
     Figure("cam_top_losses", "12_gradcam_top_losses.jpg", "Grad-CAM on the top losses (AlexNet's last convolution)",
-           True, True, lambda i, p: None if _multi(i) else cam_top_losses(
-               i.interp, i.learn, (i.metrics or {}).get("size", 128), i.resize, p)),
+           True, True, lambda i, p: cam_top_losses(i.interp, i.learn, (i.metrics or {}).get("size", 128),
+                                                   i.resize, p), task="single"),
     Figure("label_issues", "13_label_issues.jpg", "Label issues with Grad-CAM for the suggested class", True, False,
            lambda i, p: label_issue_grid(i.run, p), audit=True),
     Figure("leakage", "14_leakage_pairs.jpg", "Validation images with a near copy in training", True, False,
@@ -573,11 +574,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure("low_quality", "15_low_quality.jpg", "Low-quality images (cleanvision)", True, False,
            lambda i, p: low_quality_grid(i.run, p), audit=True),
     Figure("label_confusion", "16_label_confusion.png", "Per-label confusion (multi-label)", True, True,
-           lambda i, p: fm.label_confusion(i.metrics, p) if _multi(i) else None),
+           lambda i, p: fm.label_confusion(i.metrics, p), task="multi"),
     Figure("pr_curves", "17_pr_curves.png", "Precision-recall per label, chosen thresholds (multi-label)", True, True,
-           lambda i, p: fm.pr_curves(i.metrics, *i.preds, p) if _multi(i) and i.preds else None),
+           lambda i, p: fm.pr_curves(i.metrics, *i.preds, p) if i.preds else None, task="multi"),
     Figure("top_losses_multi", "18_top_losses_multi.jpg", "Top losses: labels missed and wrong (multi-label)", True,
-           True, lambda i, p: fm.top_losses_multi(_split_csv(i, "top_losses"), p) if _multi(i) else None),
+           True, lambda i, p: fm.top_losses_multi(_split_csv(i, "top_losses"), p), task="multi"),
 )
 BY_KEY = {f.key: f for f in FIGURES}
 AUDIT_KEYS = tuple(f.key for f in FIGURES if f.audit)
@@ -607,7 +608,8 @@ def draw(key: str, inputs: FigureInputs) -> Path | None:
 
 def draw_all(inputs: FigureInputs, log=print) -> list[Path]:
     """Every figure that can be drawn for the run (for a test split: those of its evaluation)."""
-    keys = [f.key for f in FIGURES if f.per_split or inputs.split == "val"]
+    task = "multi" if _multi(inputs) else "single"
+    keys = [f.key for f in FIGURES if (f.per_split or inputs.split == "val") and f.task in ("any", task)]
     out = [p for k in keys if (p := draw(k, inputs))]
     log(f"figures: {len(out)} files in {Path(inputs.run) / 'figures'}")
     return out

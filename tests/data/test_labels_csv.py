@@ -56,7 +56,6 @@ def test_without_is_valid_the_split_is_drawn_and_recorded(tiny_data, tmp_path):
     ("missing", ["a file that does not exist", "2 row(s): 2, 3"]),
     ("no_label_column", ["no label column", "other columns are ignored"]),
     ("duplicate", ["a file listed twice", "1 row(s): 4"]),
-    ("multi_label", ["more than one label per image", "multi-label is not supported", "1 row(s): 2"]),
     ("bad_is_valid", ["row 2", "is_valid 'maybe'"]),
 ])
 def test_bad_csvs_name_the_rows_and_how_many(tiny_data, tmp_path, case, words):
@@ -68,8 +67,6 @@ def test_bad_csvs_name_the_rows_and_how_many(tiny_data, tmp_path, case, words):
         header = ["fname", "weight", "is_valid"]
     elif case == "duplicate":
         rows[2][0] = "./" + rows[0][0]
-    elif case == "multi_label":
-        rows[0][1] = "class 0;class 1"
     elif case == "bad_is_valid":
         rows[0][2] = "maybe"
     f = write_csv(tmp_path / "labels.csv", header, rows)

@@ -104,7 +104,7 @@ def test_train_with_a_time_budget_ends_within_it(small_data_72, tmp_path):
     plan_, kept = meta["plan"], meta["time_keeper"]
     epochs = meta["config"]["epochs"]
     assert plan_["budget_s"] == 90 and plan_["epochs"] >= 2 and epochs == kept["plan"]["epochs"] >= 2
-    assert plan_["predicted_s"] <= 90 and meta["wall_seconds"] <= took
+    assert plan_["predicted_s"] <= 90 and meta["wall_seconds"] <= took + 0.05  # recorded to 0.1 s
     assert [r["epoch"] for r in kept["epochs"]] == list(range(epochs))  # every epoch: planned and actual
     assert all(r["planned_s"] > 0 and r["actual_s"] > 0 for r in kept["epochs"])
     assert kept["plan"]["sizes"] == sorted(kept["plan"]["sizes"]) and kept["plan"]["sizes"][-1] == meta["config"]["size"]

@@ -62,7 +62,10 @@ def test_tensorboard_event_files_hold_the_history_batch_by_batch(tracked):
     m = json.loads((tracked / "metrics.json").read_text())
     assert _close(sc["final/accuracy"][steps[1]], m["accuracy"]) and _close(sc["final/f1_macro"][steps[1]], m["f1_macro"])
     figures = {p.stem for p in (tracked / "figures").iterdir()}
-    assert {t.split("/", 1)[1] for t in ea.Tags()["images"]} == figures and len(figures) == 9
+    from app.evaluation.figures import FIGURES
+
+    drawn = {Path(f.file).stem for f in FIGURES if f.key != "lr_find" and not f.audit and f.task != "multi"}
+    assert {t.split("/", 1)[1] for t in ea.Tags()["images"]} == figures == drawn  # every figure, as an image
     assert "config/text_summary" in ea.Tags()["tensors"]
 
 
@@ -249,7 +252,8 @@ def test_resume_continues_the_same_tracker_runs(tiny_data, tmp_path, monkeypatch
     assert [e.step for e in ea.Scalars("train_loss")] == list(range(1, n + 1))
     assert [e.step for e in ea.Scalars("accuracy")] == [_epoch_steps(run)[0], n]
     halves = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(halves) == 2 and all(h.name.endswith(ids["wandb"]["id"]) for h in halves)
+    # one W&B run in two offline folders; two started in one second: the second's name gets "-1"
+    assert len(halves) == 2 and all(ids["wandb"]["id"] in h.name for h in halves)
     steps = [[r["history"]["item"]["_step"] for r in _wandb_records(h) if r["type"] == "history"
               and "train_loss" in r["history"]["item"]] for h in halves]
     assert steps[0] == list(range(1, _epoch_steps(run)[0] + 1)) and steps[1] == list(range(steps[0][-1] + 1, n + 1))
