@@ -57,6 +57,9 @@ def _run_audit(target, folds, minutes, out, weights, preset, device, dataset, co
                                     "seconds": {k: round(v, 1) for k, v in times.items()}, "notes": src.notes})
     _evaluate(learn, src, val, folder, log)
     update_config(folder, status="finished", wall_seconds=round(process_seconds(), 1))
+    from ..evaluation.report import write_report
+
+    write_report(folder)  # after the status: the page says finished
     log(f"audit: {summary['summary']}")
     log(f"audit.csv: {folder / 'audit.csv'}  report: {folder / 'report.html'}  review: python -m app review {folder} "
         "--audit")
@@ -251,11 +254,10 @@ def _cams(learn, cfg, findings: list[Finding], folder: Path) -> None:
 
 def _evaluate(learn, src: Source, val, folder: Path, log) -> None:
     """The folder's own evaluation of the validation predictions (metrics, calibration, top losses,
-    every figure, the audit's included), then its report."""
+    every figure, the audit's included)."""
     import torch
 
     from ..evaluation.evaluate import Interp, evaluate_learner
-    from ..evaluation.report import write_report
     from .score import split_loader
 
     logits, targs = torch.from_numpy(val.logits), torch.from_numpy(val.targets)
@@ -264,4 +266,3 @@ def _evaluate(learn, src: Source, val, folder: Path, log) -> None:
     dl = split_loader(learn, src.ds, "val")
     interp = Interp(learn, dl, torch.softmax(logits.float(), 1), targs, losses, logits)
     evaluate_learner(learn, folder, src.cfg, log=log, ds=src.ds, interp=interp)
-    write_report(folder)
