@@ -94,7 +94,7 @@ TTA = _opt("--tta/--no-tta", "Also score with test-time augmentation.", False, t
 LABELS = _opt("--labels", "A CSV of fname,label[,is_valid] (fname relative to --data): the classes, and the split "
               "when it has is_valid; several labels per image (';' or '|' between them) make it multi-label.",
               typ=Optional[Path])
-VALID_PCT = _opt("--valid-pct", "Validation share where the layout gives no split (drawn per class, nothing "
+VALID_PCT = _opt("--valid-pct", "Validation share where the layout gives no split (drawn file by file, nothing "
                  "copied).", typ=Optional[float], min=0.01, max=0.9, show_default="0.2")
 SPLIT_SEED = _opt("--split-seed", "Seed of that draw (the same files every time).", typ=Optional[int],
                   show_default="42")

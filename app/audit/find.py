@@ -1,6 +1,7 @@
 """What is wrong in a dataset, found by the libraries made for it: cleanlab's confident learning
 (`find_label_issues`, label-quality scores) on out-of-sample probabilities, near duplicates from the
-model body's pooled features (cosine nearest neighbours, cleanlab Datalab's threshold rule), and
+model body's pooled features (cosine nearest neighbours, cleanlab Datalab's threshold rule) confirmed
+by perceptual hashes, and
 cleanvision's image checks.
 Pure functions of arrays and file lists: no model here."""
 
@@ -63,6 +64,36 @@ def near_duplicates(features: np.ndarray, k: int = 10) -> list[tuple[int, int, f
     rows, cols = np.nonzero(dist < radius)
     pairs = {tuple(sorted((int(i), int(nn[i, c])))) for i, c in zip(rows, cols)}
     return sorted(((i, j, float(f[i] @ f[j])) for i, j in pairs), key=lambda t: -t[2])
+
+
+PHASH_MAX_BITS = 8  # of 64: a near copy's perceptual hashes differ in at most this many bits
+
+
+def same_picture(pairs: list, paths: list[str], max_bits: int = PHASH_MAX_BITS) -> tuple[list, list]:
+    """(copies, look-alikes) of the feature pairs: a pair is a copy when its two files' perceptual
+    hashes (imagehash's 64-bit phash, the hash cleanvision's near-duplicate check uses) also differ in
+    at most `max_bits` bits. Why: pooled features put different photos of one tight scene (parachutes
+    on a blue sky) as close as a resized copy; a resize or re-encode moves the hash by a few bits, a
+    different photo by about half of them. A file that cannot be read counts as a look-alike."""
+    import imagehash
+    from PIL import Image
+
+    hashes: dict[int, object] = {}
+
+    def phash(i: int):
+        if i not in hashes:
+            try:
+                with Image.open(paths[i]) as im:
+                    hashes[i] = imagehash.phash(im.convert("RGB"), hash_size=8)
+            except (OSError, ValueError):
+                hashes[i] = None
+        return hashes[i]
+
+    copies, alike = [], []
+    for pair in pairs:
+        a, b = phash(pair[0]), phash(pair[1])
+        (copies if a is not None and b is not None and a - b <= max_bits else alike).append(pair)
+    return copies, alike
 
 
 def low_quality(paths: list[str], workers: int | None = None) -> list[tuple[int, str, float]]:

@@ -155,7 +155,9 @@ def _findings(src: Source, val, train, oos: np.ndarray, known: np.ndarray, quali
                                                       "val": n_train + np.sort(vrows)})
     where = np.flatnonzero(has)  # the images the scoring pass read
     pairs = [(int(where[i]), int(where[j]), c) for i, j, c in find.near_duplicates(feats[where])]
+    pairs, alike = find.same_picture(pairs, [str(it.path) for it in items])
     leaks, dups, leak_info = _pair_findings(items, y, names, pairs, probs, n_train)
+    leak_info["look_alike_pairs"] = len(alike)  # close in features, different pictures: not listed
     low = [Finding("low_quality", items[i].split, str(items[i].path), names[y[i]], score=s, detail=c)
            for i, c, s in quality]
     summary = _summary(src, labels, leak_info, dups, low)
@@ -209,7 +211,8 @@ def _summary(src: Source, labels, leak: dict, dups, low) -> dict:
                     if acc is not None and acc2 is not None else "")
     leak["how"] = (f"pooled features of the model body (512 numbers), cosine nearest neighbours; a pair is a near "
                    f"copy when its distance is below {find.NEAR_DUPLICATE} x the median nearest-neighbour distance "
-                   "(cleanlab Datalab's rule)")
+                   f"(cleanlab Datalab's rule) and its perceptual hashes (phash, 64 bits) differ in at most "
+                   f"{find.PHASH_MAX_BITS} bits; {leak['look_alike_pairs']} pair(s) close in features only were left out")
     return {
         "summary": f"{len(labels)} label issue(s) ({by['train']} training, {by['val']} validation), {leak['n_leaked']} "
                    f"leaked validation image(s), {len(dups)} near-duplicate pair(s) within a split, {len(low)} "

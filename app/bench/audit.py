@@ -66,7 +66,7 @@ def plant(src: Path, root: Path, noise: float = 0.05, copies: int = 20, seed: in
     rows = [(r, lab, 0) for r, lab in zip(rel, labels)]
     rows += [(it.path.relative_to(src).as_posix(), ds.classes[it.label], 1) for it in val]
     rows += [(p["copy"], p["class"], 1) for p in pairs]
-    with open(root.parent / "labels.csv", "w", newline="") as f:
+    with open(root.parent / "labels.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("fname", "label", "is_valid"), *rows])
     return {"root": root, "labels": root.parent / "labels.csv", "changed": {rel[i] for i in changed},
             "pairs": pairs, "n_train": len(train), "n_val": len(val) + copies}
@@ -125,7 +125,7 @@ def score_labels(audit: Path, final: Path, planted: dict) -> dict:
     losses = final / "top_losses_train.csv"
     if not losses.is_file():
         write_train_losses(final, losses)
-    with open(losses, newline="") as f:
+    with open(losses, newline="", encoding="utf-8") as f:
         ranked = [_rel(r["path"], root) for r in sorted(csv.DictReader(f), key=lambda r: -float(r["loss"]))]
     audit_s, base_s = prf(flagged, planted["changed"]), prf(set(ranked[: len(flagged)]), planted["changed"])
     k = len(planted["changed"])  # what a person reviewing worst first meets in the first k
@@ -285,7 +285,7 @@ def run_audit_bench(data=None, final_minutes: float = 15.0, audit_minutes: float
         wall, p = user(["audit", final, "--folds", folds, "--time", audit_minutes, "--device", device, "--out",
                         tmp / "audit"], tmp, "user")
         res["audit_run"] = {"wall_s": round(wall, 1), "budget_s": audit_minutes * 60,
-                            "summary": json.loads((tmp / "audit" / "audit.json").read_text())}
+                            "summary": json.loads((tmp / "audit" / "audit.json").read_text(encoding="utf-8"))}
         res["label_noise"] = score_labels(tmp / "audit", final, planted)
         res["leakage"] = score_leakage(tmp / "audit", planted)
         log(f"  audit in {wall:.0f} s: label F1 {res['label_noise']['audit']['f1']:.3f} (baseline "

@@ -126,7 +126,8 @@ def user_run(args: list[str], data: Path, minutes: float, out: Path, device: str
             "n_val": m["n"], "wall_s": round(wall, 1), "budget_s": minutes * 60, "over_budget": wall > minutes * 60,
             "epochs": meta["config"]["epochs"], "size": meta["config"]["size"], "preset": meta["config"]["preset"],
             "plan": plan.get("summary"), "predicted_s": plan.get("predicted_s"), "fit_s": meta.get("fit_seconds"),
-            "precision": meta.get("precision"), "outputs": outputs(out)}
+            "precision": meta["config"].get("precision"), "precision_choice": meta.get("precision_choice"),
+            "outputs": outputs(out)}
 
 
 def outputs(run: Path) -> dict:

@@ -128,3 +128,15 @@ def temperature_of(meta: dict) -> float | None:
     """The temperature model.json stores (calibration.temperature), or None for a bundle without one."""
     t = (meta.get("calibration") or {}).get("temperature") if isinstance(meta.get("calibration"), dict) else None
     return float(t) if _number(t) and t > 0 else None
+
+
+def label_thresholds(meta: dict, classes: list[str], where) -> np.ndarray | None:
+    """A multi-label model's per-label thresholds (None: one class per image); one line when they do
+    not match its classes."""
+    if meta.get("task") != "multi-label":
+        return None
+    t = meta.get("thresholds")
+    if not isinstance(t, list) or len(t) != len(classes) or not all(isinstance(x, (int, float)) for x in t):
+        raise ModelError(f"{where}: a multi-label model needs one threshold per class ({len(classes)}), found "
+                         f"{len(t) if isinstance(t, list) else t!r}")
+    return np.asarray(t, dtype=np.float64)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ModelError, RunError, UsageError, first_line
-from ..model.bundle import read_meta, softmax, to_input
+from ..model.bundle import label_thresholds, read_meta, softmax, to_input
 
 FLOAT_TOLERANCE = 1e-3  # max |Δprob| between a float format and torch on the check images
 INT8_MAX_DROP = 1.0  # accuracy points an int8 model may lose on the validation set
@@ -336,7 +336,7 @@ def weight_copies(names) -> float:
 def write_and_check(ctx: Context, names, log=lambda *_: None) -> dict:
     """Each format written into the bundle, then checked; model.json's `formats` entries. The torch
     reference's probabilities are computed once."""
-    ref = _torch_probs(ctx.model, to_input(ctx.arrays("val", CHECK_IMAGES), ctx.mean, ctx.std))
+    ref = _torch_probs(ctx, to_input(ctx.arrays("val", CHECK_IMAGES), ctx.mean, ctx.std))
     out = {}
     for name in names:
         fmt = BY_NAME[name]
@@ -355,11 +355,34 @@ def write_and_check(ctx: Context, names, log=lambda *_: None) -> dict:
     return out
 
 
-def _torch_probs(model, x: np.ndarray) -> np.ndarray:
+def _torch_probs(ctx: Context, x: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return softmax(model(torch.from_numpy(x)).numpy())
+        return _probs(ctx, ctx.model(torch.from_numpy(x)).numpy())
+
+
+def _probs(ctx: Context, out: np.ndarray) -> np.ndarray:
+    """A model's outputs as probabilities: softmax, or as they are from a multi-label model (its sigmoid)."""
+    return out if ctx.ds.multi else softmax(out)
+
+
+def _decisions(ctx: Context, probs: np.ndarray) -> np.ndarray:
+    """What a user is told per image: the top-1 class, or the multi-label set (model.json's thresholds)
+    as one row of 0/1 per image."""
+    if not ctx.ds.multi:
+        return probs.argmax(1)
+    meta = read_meta(ctx.bundle)
+    return (probs >= label_thresholds(meta, meta["classes"], ctx.bundle / "model.json")).astype(np.int8)
+
+
+def _truth(ctx: Context, items) -> np.ndarray:
+    if not ctx.ds.multi:
+        return np.asarray([it.label for it in items])
+    rows = np.zeros((len(items), len(ctx.ds.classes)), np.int8)
+    for r, it in enumerate(items):
+        rows[r, list(it.labels)] = 1
+    return rows
 
 
 def _bundle_input(ctx: Context, arrays) -> np.ndarray:
@@ -369,7 +392,7 @@ def _bundle_input(ctx: Context, arrays) -> np.ndarray:
 
 
 def _check_float(fmt: Format, ctx: Context, ref: np.ndarray) -> dict:
-    got = softmax(fmt.load(ctx.bundle)(_bundle_input(ctx, ctx.arrays("val", CHECK_IMAGES))))
+    got = _probs(ctx, fmt.load(ctx.bundle)(_bundle_input(ctx, ctx.arrays("val", CHECK_IMAGES))))
     diff = float(np.abs(got - ref).max())
     if not diff <= FLOAT_TOLERANCE:  # NaN included
         raise ModelError(f"the {fmt.name} model's probabilities, through the bundle's preprocessing, differ from "
@@ -379,15 +402,16 @@ def _check_float(fmt: Format, ctx: Context, ref: np.ndarray) -> dict:
 
 
 def _check_int8(fmt: Format, ctx: Context, ref: np.ndarray) -> dict:
-    """Top-1 agreement with torch and the accuracy of each on every validation image."""
+    """Top-1 agreement with torch and the accuracy of each on every validation image (multi-label: every
+    label of every image at the model's thresholds, as fastai's accuracy_multi counts)."""
     run, labels, mine, theirs = fmt.load(ctx.bundle), [], [], []
     val = [i for i in ctx.ds.items if i.split == "val"]
     for start in range(0, len(val), 256):
         arrays, ok = load_arrays(val[start : start + 256], ctx.size, ctx.resize)
-        labels += [it.label for it in ok]
-        theirs.append(_torch_probs(ctx.model, to_input(arrays, ctx.mean, ctx.std)).argmax(1))
-        mine.append(run(_bundle_input(ctx, arrays)).argmax(1))
-    mine, theirs, labels = np.concatenate(mine), np.concatenate(theirs), np.asarray(labels)
+        labels.append(_truth(ctx, ok))
+        theirs.append(_decisions(ctx, _torch_probs(ctx, to_input(arrays, ctx.mean, ctx.std))))
+        mine.append(_decisions(ctx, _probs(ctx, run(_bundle_input(ctx, arrays)))))
+    mine, theirs, labels = np.concatenate(mine), np.concatenate(theirs), np.concatenate(labels)
     acc_t, acc_q = float((theirs == labels).mean()), float((mine == labels).mean())
     res = {"images": len(labels), "top1_agreement": float((mine == theirs).mean()), "accuracy_torch": acc_t,
            "accuracy_int8": acc_q, "accuracy_change_points": 100 * (acc_q - acc_t), "max_drop_points": INT8_MAX_DROP,

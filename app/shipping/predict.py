@@ -19,7 +19,7 @@ import numpy as np
 from ..core.errors import DataError, ModelError, NothingToDo, RunError, UsageError, first_line
 from ..core.files import check_writable, write_new
 from ..data.images import BadImage, load_square, open_rgb
-from ..model.bundle import calibrated, onnx_session, read_meta, softmax, temperature_of, to_input
+from ..model.bundle import calibrated, label_thresholds, onnx_session, read_meta, softmax, temperature_of, to_input
 
 UNKNOWN = "unknown"  # --min-confidence: the prediction below it
 
@@ -70,18 +70,6 @@ class BundlePredictor:
 
     def logits(self, arrays: list[np.ndarray]) -> np.ndarray:
         return self.sess.run(None, {self.sess.get_inputs()[0].name: to_input(arrays, self.mean, self.std)})[0]
-
-
-def label_thresholds(meta: dict, classes: list[str], where) -> np.ndarray | None:
-    """A multi-label model's per-label thresholds (None: one class per image); one line when they do
-    not match its classes."""
-    if meta.get("task") != "multi-label":
-        return None
-    t = meta.get("thresholds")
-    if not isinstance(t, list) or len(t) != len(classes) or not all(isinstance(x, (int, float)) for x in t):
-        raise ModelError(f"{where}: a multi-label model needs one threshold per class ({len(classes)}), found "
-                         f"{len(t) if isinstance(t, list) else t!r}")
-    return np.asarray(t, dtype=np.float64)
 
 
 def _temperature(t: float | None, model: Path, calibrate: bool) -> float | None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.errors import ModelError, RunError, UsageError
 from ..data.images import BadImage, load_square
-from ..model.bundle import read_meta, softmax, to_input
+from ..model.bundle import label_thresholds, read_meta, softmax, to_input
 from .formats import BY_NAME, load_runner, need
 
 SERVABLE = ("onnx", "onnx-int8", "openvino")  # the torch-free runtimes of the formats table
@@ -67,13 +67,16 @@ class Model:
         self.size, self.resize = inp["size"], inp.get("resize_method", "crop")
         self.mean, self.std = norm["mean"], norm["std"]
         self.run = load_runner(bundle, fmt)
+        self.thresholds = label_thresholds(self.meta, self.classes, bundle / "model.json")
         out = self.run(to_input([np.zeros((self.size, self.size, 3), np.uint8)], self.mean, self.std)).shape
         if out != (1, len(self.classes)):
             raise ModelError(f"{self.bundle / self.file} gives {out[1:]} outputs per image but model.json lists "
                              f"{len(self.classes)} classes")
 
     def probs(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return softmax(self.run(to_input(arrays, self.mean, self.std)))
+        """Softmax over the classes; a multi-label model's ONNX already ends in a sigmoid per label."""
+        out = self.run(to_input(arrays, self.mean, self.std))
+        return out if self.thresholds is not None else softmax(out)
 
     def decode(self, data: bytes, folder: Path) -> np.ndarray:
         """The image as `predict` reads a file: written to a private temporary file, decoded there."""
@@ -249,7 +252,7 @@ class Service:
             except BadImage as e:
                 raise Refused(status_of(str(e)), f"{name}: {e}") from None
         probs = await self.batcher.submit(arrays)
-        return JSONResponse({"results": [_top(name, p, model.classes, top_k) for (name, _), p in zip(files, probs)]})
+        return JSONResponse({"results": [_top(name, p, model, top_k) for (name, _), p in zip(files, probs)]})
 
     async def health(self, request):
         from starlette.responses import JSONResponse
@@ -294,9 +297,14 @@ def _top_k(request, default: int, n: int) -> int:
     return min(int(raw), n)
 
 
-def _top(name: str, p: np.ndarray, classes: list[str], k: int) -> dict:
-    order = np.argsort(-p)[:k]
-    return {"filename": name, "predictions": [{"class": classes[i], "probability": float(p[i])} for i in order]}
+def _top(name: str, p: np.ndarray, model: Model, k: int) -> dict:
+    """The top-k; a multi-label model's also every label at or above its own threshold, as `predict`."""
+    classes, order = model.classes, np.argsort(-p)[:k]
+    r = {"filename": name, "predictions": [{"class": classes[i], "probability": float(p[i])} for i in order]}
+    if model.thresholds is not None:
+        r["labels"] = [{"class": classes[i], "probability": float(p[i])} for i in np.argsort(-p)
+                       if p[i] >= model.thresholds[i]]
+    return r
 
 
 def header_timeout_protocol(seconds: float):

@@ -86,9 +86,65 @@ def test_a_multi_label_csv_trains_evaluates_exports_and_both_predictors_agree(co
     assert len(b) == 208 + 52 and b == p  # every label set the same from ONNX and from the pickle
     sets = [s for s in b.values()]
     assert any(";" in s for s in sets)  # several labels returned for some images
+    _served_label_sets_are_predicts(bundle, b)
     meta["thresholds"] = meta["thresholds"][:-1]
     (bundle / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     assert_one_line_error(cli("predict", bundle, val), 4, "one threshold per class (10)")
+
+
+@pytest.mark.slow
+def test_the_int8_check_of_a_multi_label_model_scores_every_label_at_its_threshold(collage_run, tmp_path):
+    """onnx-int8's accuracy check on a multi-label model counts every label of every image at the
+    model's own thresholds (fastai's accuracy_multi): here against what `predict` on the float bundle
+    returns for the same images (one label of one image is 1 / 600 of it)."""
+    root, run = collage_run
+    cli("export", run, "--to", tmp_path / "q.pkl", "--format", "onnx-int8", check=True)
+    meta = json.loads((tmp_path / "q" / "model.json").read_text(encoding="utf-8"))
+    check = meta["formats"]["onnx-int8"]["check"]
+    cli("predict", tmp_path / "q", root / "images", "--csv", tmp_path / "f.csv", check=True)
+    with open(tmp_path / "f.csv", newline="", encoding="utf-8") as f:
+        got = {Path(r["path"]).name: set(filter(None, r["labels"].split(";"))) for r in csv.DictReader(f)}
+    with open(root / "labels.csv", newline="", encoding="utf-8") as f:
+        given = {Path(r["fname"]).name: set(filter(None, r["labels"].split(";")))
+                 for r in csv.DictReader(f) if r["is_valid"] == "True"}
+    name = dict(zip(meta["synsets"], meta["classes"]))  # the CSV's keys, predict's names
+    right = sum((c in got[n]) == (c in {name[k] for k in s}) for n, s in given.items() for c in meta["classes"])
+    cells = len(given) * len(meta["classes"])
+    assert check["images"] == len(given) == 60 and cells == 600
+    assert check["accuracy_torch"] == pytest.approx(right / cells, abs=2 / cells)
+    assert 0.5 < check["top1_agreement"] <= 1.0 and abs(check["accuracy_change_points"]) <= 1.0
+
+
+@pytest.mark.slow
+def test_lr_find_and_fine_tune_train_a_multi_label_csv_with_bce(collage_run, tmp_path):
+    """lr-find and fine-tune on the collages: the loss is BCE per label (about ln 2 = 0.69 for an
+    untrained head, where a cross-entropy over 10 classes would start near ln 10 = 2.3)."""
+    root, _ = collage_run
+    common = ["--data", root, "--labels", root / "labels.csv", "--size", 64, "--bs", 16, "--weights", "none"]
+    cli("lr-find", *common, "--out", tmp_path / "lf", check=True)
+    lf = json.loads((tmp_path / "lf" / "lr_find.json").read_text(encoding="utf-8"))
+    assert 0.4 < lf["losses"][0] < 1.2 and lf["recommended"] > 0
+    cli("fine-tune", *common, "--resize", "squish", "--lr-from", tmp_path / "lf", "--freeze-epochs", 1, "--epochs",
+        1, "--out", tmp_path / "ft", check=True)
+    m = json.loads((tmp_path / "ft" / "metrics.json").read_text(encoding="utf-8"))
+    assert m["task"] == "multi-label" and len(m["thresholds"]) == 10 and 0 <= m["f1_macro"] <= 1
+
+
+def _served_label_sets_are_predicts(bundle: Path, by_path: dict) -> None:
+    """`serve` on the bundle (in process) returns the label sets `predict` wrote, probabilities of the
+    sigmoid (not a softmax over them: those sum to 1 and fall under the thresholds)."""
+    from starlette.testclient import TestClient
+
+    from app.shipping.serve import Limits, Model, make_app
+
+    paths = [p for p, s in by_path.items() if ";" in s][:3] + [p for p, s in by_path.items() if not s][:1]
+    with TestClient(make_app(Model(bundle), Limits())) as client:
+        files = [("file", (Path(p).name, Path(p).read_bytes(), "image/jpeg")) for p in paths]
+        r = client.post("/predict", files=files, params={"top_k": 10})
+    assert r.status_code == 200, r.text
+    for p, res in zip(paths, r.json()["results"]):
+        assert ";".join(x["class"] for x in res["labels"]) == by_path[p], p
+        assert sum(x["probability"] for x in res["predictions"]) != pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.slow
