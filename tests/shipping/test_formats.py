@@ -139,7 +139,7 @@ def test_each_float_check_reads_the_metadata_it_ships_with(all_formats, small_da
     from app.shipping import formats
 
     ctx = _context(all_formats, small_data, tmp_path)
-    fmt, ref = formats.BY_NAME[name], formats._torch_probs(ctx.model, _ref_input(ctx))
+    fmt, ref = formats.BY_NAME[name], formats._torch_probs(ctx, _ref_input(ctx))
     assert formats._check_float(fmt, ctx, ref)["max_abs_dprob"] <= 1e-3
     meta = json.loads((ctx.bundle / "model.json").read_text())
     meta["normalize"]["mean"] = [0.0, 0.0, 0.0]
