@@ -140,3 +140,8 @@ def label_thresholds(meta: dict, classes: list[str], where) -> np.ndarray | None
         raise ModelError(f"{where}: a multi-label model needs one threshold per class ({len(classes)}), found "
                          f"{len(t) if isinstance(t, list) else t!r}")
     return np.asarray(t, dtype=np.float64)
+
+
+def labels_over(p: np.ndarray, thresholds: np.ndarray) -> list[int]:
+    """One image's labels from a multi-label model: each at or above its own threshold, likeliest first."""
+    return [int(i) for i in np.argsort(-p) if p[i] >= thresholds[i]]

@@ -367,13 +367,10 @@ def _probs(ctx: Context, out: np.ndarray) -> np.ndarray:
     return out if ctx.ds.multi else softmax(out)
 
 
-def _decisions(ctx: Context, probs: np.ndarray) -> np.ndarray:
-    """What a user is told per image: the top-1 class, or the multi-label set (model.json's thresholds)
-    as one row of 0/1 per image."""
-    if not ctx.ds.multi:
-        return probs.argmax(1)
-    meta = read_meta(ctx.bundle)
-    return (probs >= label_thresholds(meta, meta["classes"], ctx.bundle / "model.json")).astype(np.int8)
+def _decisions(probs: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+    """What a user is told per image: the top-1 class, or the multi-label set at the model's
+    thresholds as one row of 0/1 per image."""
+    return probs.argmax(1) if thresholds is None else (probs >= thresholds).astype(np.int8)
 
 
 def _truth(ctx: Context, items) -> np.ndarray:
@@ -405,12 +402,14 @@ def _check_int8(fmt: Format, ctx: Context, ref: np.ndarray) -> dict:
     """Top-1 agreement with torch and the accuracy of each on every validation image (multi-label: every
     label of every image at the model's thresholds, as fastai's accuracy_multi counts)."""
     run, labels, mine, theirs = fmt.load(ctx.bundle), [], [], []
+    meta = read_meta(ctx.bundle)
+    thresholds = label_thresholds(meta, meta["classes"], ctx.bundle / "model.json")  # None: one class per image
     val = [i for i in ctx.ds.items if i.split == "val"]
     for start in range(0, len(val), 256):
         arrays, ok = load_arrays(val[start : start + 256], ctx.size, ctx.resize)
         labels.append(_truth(ctx, ok))
-        theirs.append(_decisions(ctx, _torch_probs(ctx, to_input(arrays, ctx.mean, ctx.std))))
-        mine.append(_decisions(ctx, _probs(ctx, run(_bundle_input(ctx, arrays)))))
+        theirs.append(_decisions(_torch_probs(ctx, to_input(arrays, ctx.mean, ctx.std)), thresholds))
+        mine.append(_decisions(_probs(ctx, run(_bundle_input(ctx, arrays))), thresholds))
     mine, theirs, labels = np.concatenate(mine), np.concatenate(theirs), np.concatenate(labels)
     acc_t, acc_q = float((theirs == labels).mean()), float((mine == labels).mean())
     res = {"images": len(labels), "top1_agreement": float((mine == theirs).mean()), "accuracy_torch": acc_t,

@@ -19,7 +19,16 @@ import numpy as np
 from ..core.errors import DataError, ModelError, NothingToDo, RunError, UsageError, first_line
 from ..core.files import check_writable, write_new
 from ..data.images import BadImage, load_square, open_rgb
-from ..model.bundle import calibrated, label_thresholds, onnx_session, read_meta, softmax, temperature_of, to_input
+from ..model.bundle import (
+    calibrated,
+    label_thresholds,
+    labels_over,
+    onnx_session,
+    read_meta,
+    softmax,
+    temperature_of,
+    to_input,
+)
 
 UNKNOWN = "unknown"  # --min-confidence: the prediction below it
 
@@ -198,7 +207,7 @@ def _result(path, pr, pred, k: int, min_confidence: float | None) -> dict:
     order = np.argsort(-pr)[:k]
     r = {"path": str(path), "top": [(pred.classes[i], float(pr[i])) for i in order]}
     if pred.thresholds is not None:
-        r["labels"] = [(pred.classes[i], float(pr[i])) for i in np.argsort(-pr) if pr[i] >= pred.thresholds[i]]
+        r["labels"] = [(pred.classes[i], float(pr[i])) for i in labels_over(pr, pred.thresholds)]
     if min_confidence is not None:
         r["prediction"] = pred.classes[order[0]] if pr[order[0]] >= min_confidence else UNKNOWN
     return r

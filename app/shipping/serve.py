@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.errors import ModelError, RunError, UsageError
 from ..data.images import BadImage, load_square
-from ..model.bundle import label_thresholds, read_meta, softmax, to_input
+from ..model.bundle import label_thresholds, labels_over, read_meta, softmax, to_input
 from .formats import BY_NAME, load_runner, need
 
 SERVABLE = ("onnx", "onnx-int8", "openvino")  # the torch-free runtimes of the formats table
@@ -302,8 +302,7 @@ def _top(name: str, p: np.ndarray, model: Model, k: int) -> dict:
     classes, order = model.classes, np.argsort(-p)[:k]
     r = {"filename": name, "predictions": [{"class": classes[i], "probability": float(p[i])} for i in order]}
     if model.thresholds is not None:
-        r["labels"] = [{"class": classes[i], "probability": float(p[i])} for i in np.argsort(-p)
-                       if p[i] >= model.thresholds[i]]
+        r["labels"] = [{"class": classes[i], "probability": float(p[i])} for i in labels_over(p, model.thresholds)]
     return r
 
 
