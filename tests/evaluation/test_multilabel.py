@@ -93,10 +93,18 @@ def test_a_multi_label_csv_trains_evaluates_exports_and_both_predictors_agree(co
 
 
 @pytest.mark.slow
-def test_the_int8_check_of_a_multi_label_model_scores_every_label_at_its_threshold(collage_run, tmp_path):
+def test_the_int8_check_of_a_multi_label_model_scores_every_label_at_its_threshold(collage_run, tmp_path, monkeypatch):
     """onnx-int8's accuracy check on a multi-label model counts every label of every image at the
-    model's own thresholds (fastai's accuracy_multi): here against what `predict` on the float bundle
-    returns for the same images (one label of one image is 1 / 600 of it)."""
+    model's own thresholds (fastai's accuracy_multi): torch's side against what `predict` on the float
+    bundle returns for the same images, int8's against model.int8.onnx run here by onnxruntime (one
+    label of one image is 1 / 600 of it). The count is what is tested, not int8's quality on this
+    barely trained toy model (it lost 2.3 points on an AVX2-only host): the refusal past
+    INT8_MAX_DROP has its own test (tests/shipping/test_formats.py)."""
+    from app.model.bundle import onnx_session
+    from app.shipping import formats
+    from app.shipping.predict import BundlePredictor
+
+    monkeypatch.setattr(formats, "INT8_MAX_DROP", 100.0)
     root, run = collage_run
     cli("export", run, "--to", tmp_path / "q.pkl", "--format", "onnx-int8", check=True)
     meta = json.loads((tmp_path / "q" / "model.json").read_text(encoding="utf-8"))
@@ -108,11 +116,19 @@ def test_the_int8_check_of_a_multi_label_model_scores_every_label_at_its_thresho
         given = {Path(r["fname"]).name: set(filter(None, r["labels"].split(";")))
                  for r in csv.DictReader(f) if r["is_valid"] == "True"}
     name = dict(zip(meta["synsets"], meta["classes"]))  # the CSV's keys, predict's names
-    right = sum((c in got[n]) == (c in {name[k] for k in s}) for n, s in given.items() for c in meta["classes"])
+    truth = {n: {name[k] for k in s} for n, s in given.items()}
+    right = sum((c in got[n]) == (c in truth[n]) for n in given for c in meta["classes"])
     cells = len(given) * len(meta["classes"])
     assert check["images"] == len(given) == 60 and cells == 600
     assert check["accuracy_torch"] == pytest.approx(right / cells, abs=2 / cells)
-    assert 0.5 < check["top1_agreement"] <= 1.0 and abs(check["accuracy_change_points"]) <= 1.0
+    q = BundlePredictor(tmp_path / "q")  # predict's own preprocessing and thresholds, the int8 file's session
+    q.sess = onnx_session(tmp_path / "q" / "model.int8.onnx")
+    names = sorted(given)
+    probs = q.probs([q.load(root / "images" / n) for n in names])
+    right_q = sum((probs[i, j] >= q.thresholds[j]) == (c in truth[n])
+                  for i, n in enumerate(names) for j, c in enumerate(meta["classes"]))
+    assert check["accuracy_int8"] == pytest.approx(right_q / cells, abs=2 / cells)
+    assert 0.5 < check["top1_agreement"] <= 1.0 and abs(check["accuracy_change_points"]) < 10
 
 
 @pytest.mark.slow
