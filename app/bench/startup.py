@@ -5,7 +5,9 @@ read the first time, on 13k (Imagenette) and 40k (Tiny ImageNet) images, so the 
 - `cache_build`: the decoded cache at the main job's stored sizes, the one full decode of each file,
   which also gives each file its verdict,
 - `full_scan`: what `data` (and the old `train`) does, every file decoded to check it,
-- `warm_scan`: the second run's scan (verdicts remembered).
+- `warm_scan`: the second run's scan (verdicts remembered),
+- `first_batch`: README command 1's `train` itself, in a new process, stopped at its first batch:
+  on a cold cache, then twice warm (the seconds of each phase, from its config.json).
 
 Each arm runs in a private cache, in this order; the files are then in the OS page cache for the
 arms after the first (said in the JSON), which favours the later arms."""
@@ -36,6 +38,8 @@ def run_scan(data=None, log=print) -> dict:
                              "cache", "datasets": {}}
         for name, root in sets.items():
             res["datasets"][name] = _one(root, tmp / name, log)
+        first = next(iter(sets.values()))
+        res["first_batch"] = {"data": str(first), **first_batch(first, tmp / "first-batch", log)}
         return res
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,3 +80,63 @@ def _one(root: Path, tmp: Path, log) -> dict:
 
 def _rate(n: int, s: float) -> dict:
     return {"images": n, "s": round(s, 2), "img_s": round(n / max(s, 1e-9), 1)}
+
+
+FIRST_BATCH_RUNS = ("cold", "warm", "warm")
+
+
+def first_batch(root: Path, tmp: Path, log, minutes: float = 5.0) -> dict:
+    """`train --data ROOT --time MINUTES` as a user starts it, stopped (Ctrl-C) at its first batch: the
+    phases before it on a cold cache (a private one), then warm twice."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "APP_CACHE_DIR": str(tmp / "cache"), "APP_RUNS_DIR": str(tmp / "runs"),
+           "APP_MODELS_DIR": str(tmp / "models"), "APP_PROGRESS": "0"}
+    runs = []
+    for i, kind in enumerate(FIRST_BATCH_RUNS):
+        run = tmp / f"run{i}"
+        p = subprocess.Popen([sys.executable, "-m", "app", "train", "--data", str(root), "--time", str(minutes),
+                              "--out", str(run)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            cfg = _until_first_batch(run / "config.json", p)
+        finally:
+            _stop(p)
+        phases = cfg.get("phases", {})
+        runs.append({"cache": kind, "first_batch_s": phases.get("first_batch"), "phases_s": phases,
+                     "speeds_source": (cfg.get("speeds_source") or {}).get("source"),
+                     "precision_choice": cfg.get("precision_choice"), "exit": p.returncode})
+        log(f"  first batch ({kind} cache): {phases.get('first_batch')} s after the start ({runs[-1]['speeds_source']})")
+    return {"command": f"python -m app train --data DATA --time {minutes:g}, stopped at its first batch", "runs": runs}
+
+
+def _until_first_batch(config: Path, p, timeout_s: float = 900.0) -> dict:
+    import json
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+            if "first_batch" in cfg.get("phases", {}):
+                return cfg
+        except (OSError, ValueError):
+            pass
+        if p.poll() is not None:
+            return {}
+        time.sleep(0.2)
+    return {}
+
+
+def _stop(p) -> None:
+    import signal
+    import subprocess
+
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)  # as a user stops it; a run stopped so is left resumable
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

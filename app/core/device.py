@@ -122,6 +122,21 @@ AUTO_CPU_BF16 = False
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (/proc/cpuinfo, else what the platform says)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("model name", "hardware"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     """The CPU's instruction-set flags from /proc/cpuinfo (x86 'flags', Arm 'Features'); empty
     where there is no such file (Windows, macOS) or it cannot be read."""

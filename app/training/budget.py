@@ -3,8 +3,9 @@
 Machines that look alike differ 4x in speed, so a fixed epoch count cannot keep a time promise.
 Before fitting, `measure` times this machine on the run's own model, precision and loader at every
 image size of the schedule (training, training with the body frozen where fine-tune freezes it,
-and validation) and a checkpoint write, over a few batches; `plan` (pure) then lays the epochs over
-what is left of the budget. The plan is not trusted to the end: training/keeper.py plans again at
+and validation) and a checkpoint write, over a few batches (a warm start with the same settings on
+the same host recalls the last measurement after a spot check, `recall_or_measure`); `plan` (pure)
+then lays the epochs over what is left of the budget. The plan is not trusted to the end: training/keeper.py plans again at
 every epoch from the epochs' measured times (`choose`, the same pure rule, with `Costs` corrected
 per image size) and lets the last epoch end early at the deadline, so the command ends at
 1 - END_MARGIN of its budget. Only the epoch count changes: the lr, the resizing fractions and the
@@ -192,6 +193,93 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, known: dict | None = None
             speeds.valid[size] = _valid_rate(learn, model, device, precision)
         speeds.checkpoint_s = _checkpoint_time(model, ckpt_dir)
     return speeds
+
+
+REMEMBER_MAX_AGE_S = 7 * 86400  # a remembered measurement older than this is measured again
+SPOT_TOLERANCE = 0.25  # the spot check's rate may differ this much from the remembered one
+SPEED_FIELDS = ("command", "data", "labels", "layout", "label_delim", "balance", "resize", "body_layers", "size",
+                "progressive", "bs", "loader", "mixup", "channels_last", "precision", "compile", "workers", "device",
+                "freeze_epochs")  # the settings a run's img/s depends on
+
+
+def speeds_key(cfg: TrainConfig, device, n_classes: int) -> str:
+    """What a measurement depends on: this host (CPU model, cores, threads, torch), the device, the
+    model (classes, head, body frozen or not per size) and the batches (sizes, bs, loader, layout)."""
+    import hashlib
+    import json
+    import os
+    import platform
+
+    from ..core.device import cpu_model
+
+    what = {"host": [cpu_model(), os.cpu_count(), torch.get_num_threads(), torch.__version__, platform.machine()],
+            "device": str(device), "classes": n_classes,
+            "cfg": {k: getattr(cfg, k) for k in SPEED_FIELDS},
+            "sizes": sorted(set(sizes_per_epoch(cfg))), "frozen": sorted(set(sizes_per_epoch(cfg)[: frozen_epochs(cfg)]))}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known: dict | None = None):
+    """`measure`, or the rates a run with the same key measured here in the last week when a spot
+    check (one round at the final size, after one batch of warm-up) agrees with them within
+    SPOT_TOLERANCE: a warm start then skips most of the probe (16 s of a 28 s warm start on a
+    2-core host). They are used as remembered, the median of that run's rounds (one spot reading
+    must not set the schedule: it read 1.19x on an idle host), and the keeper corrects them at every
+    epoch as it does a fresh measurement. Returns (speeds, what config.json records of it)."""
+    from ..core.device import resolve_precision
+    from ..core.files import write_json
+    from ..core.paths import cache_root
+
+    path = cache_root() / "speeds" / f"{key}.json"
+    old = _remembered(path)
+    if old is not None and not known:
+        with _probe(learn, cfg, device, cfg.size) as model:
+            from ..data.loaders import set_size
+
+            set_size(learn.dls, cfg.size)
+            step = _train_step(learn, model, device, resolve_precision(cfg.precision, device))
+            spot = _rates(learn.dls.train, {"train": step}, rounds=1)["train"]
+        ratio = spot / old["speeds"].train[cfg.size]
+        info = {"source": "remembered", "measured_at": old["measured_at"], "key": key, "spot_size": cfg.size,
+                "spot_img_s": round(spot, 1), "remembered_img_s": round(old["speeds"].train[cfg.size], 1),
+                "ratio": round(ratio, 3), "tolerance": SPOT_TOLERANCE}
+        if abs(ratio - 1) <= SPOT_TOLERANCE:
+            return old["speeds"], info
+        info["source"] = "measured: the spot check disagreed with the remembered rates"
+    else:
+        info = {"source": "measured", "key": key}
+    speeds = measure(learn, cfg, device, ckpt_dir, known)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"measured_at": time.time(), "speeds": asdict(speeds)})
+    except OSError:
+        pass  # a cache that cannot be written: the next run measures again
+    return speeds, info
+
+
+def describe_recall(info: dict) -> str:
+    import datetime
+
+    ago = datetime.timedelta(seconds=round(time.time() - info["measured_at"]))
+    said = (f"speeds: remembered from a run {ago} ago on this host and checked now at {info['spot_size']} px "
+            f"({info['spot_img_s']:.0f} img/s now, {info['remembered_img_s']:.0f} then, {info['ratio']:.2f}x)")
+    if info["source"] == "remembered":
+        return said + ": the probe skipped"
+    return said + f": more than {info['tolerance']:.0%} apart, measured again"
+
+
+def _remembered(path) -> dict | None:
+    import json
+
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        sp = d["speeds"]
+        speeds = Speeds(*({int(k): float(v) for k, v in sp[x].items()} for x in ("train", "frozen", "valid")),
+                        float(sp["checkpoint_s"]))
+        fresh = 0 <= time.time() - float(d["measured_at"]) <= REMEMBER_MAX_AGE_S
+        return {"speeds": speeds, "measured_at": float(d["measured_at"])} if fresh and speeds.train else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # none, unreadable or of an older layout: measured again
 
 
 def choose_precision(learn, cfg: TrainConfig, device) -> dict:

@@ -169,14 +169,18 @@ def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     native bf16), the epochs planned (on rank 0, shared with the others) and written into
     config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
-    from .budget import measure, plan
+    from .budget import describe_recall, plan, recall_or_measure, speeds_key
     from .keeper import start_budget
 
     p, n_train = None, len(s.ds.split("train")) // dist.world_size()
     passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
     known = _auto_precision(learn, s)
     if dist.is_rank0():
-        speeds = measure(learn, s.cfg, s.device, s.run / "models", known=known)
+        speeds, recalled = recall_or_measure(learn, s.cfg, s.device, s.run / "models",
+                                             speeds_key(s.cfg, s.device, len(s.ds.classes)), known=known)
+        update_config(s.run, speeds_source=recalled)
+        if recalled["source"] != "measured":
+            s.log(describe_recall(recalled))
         try:
             p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:

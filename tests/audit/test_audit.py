@@ -113,11 +113,11 @@ def test_a_labels_csv_with_wrong_labels_is_audited_from_the_csv(tmp_path):
             c = r.split("/")[0]
             w.writerow([r, names[(names.index(c) + 1) % 4] if r in wrong else c, int(r in val)])
     out = tmp_path / "audit"
-    assert main(["audit", str(root), "--labels", str(tmp_path / "labels.csv"), "--folds", "2", "--epochs", "16",
+    assert main(["audit", str(root), "--labels", str(tmp_path / "labels.csv"), "--folds", "2", "--epochs", "24",
                  "--out", str(out)]) == 0
     found = read_findings(out)["label_issue"]
     flagged = {rel(f.path, root) for f in found}
-    assert len(flagged & wrong) >= 5 and len(flagged - wrong) <= 1  # of the 6 wrong labels
+    assert len(flagged & wrong) >= 5 and len(flagged - wrong) <= 1, (sorted(flagged), sorted(wrong))  # of the 6
     assert {f.split for f in found if rel(f.path, root) in wrong} == {"train"}
 
 

@@ -198,3 +198,61 @@ def test_auto_precision_takes_what_trains_faster_here(tiny_data, monkeypatch, sl
     c = budget.choose_precision(learn, cfg, torch.device("cpu"))
     assert c["chosen"] == chosen and (c["ratio"] >= budget.BF16_MARGIN) == (chosen == "bf16")
     assert c[f"{slow}_img_s"] < c[f"{chosen}_img_s"] and f"precision auto: {chosen}" in budget.describe_choice(c)
+
+
+def test_a_warm_start_recalls_the_last_measurement_only_while_a_spot_check_agrees(tiny_data, tmp_path, monkeypatch):
+    """The same run settings on the same host: the second run skips the probe (its rates are the
+    first's, as remembered) after one spot round; a host made 10x slower on purpose, a week-old
+    measurement or other settings are measured again."""
+    import contextlib
+    import json
+    import os
+
+    import torch
+
+    from app.core.config import TrainConfig
+    from app.data.loaders import make_dls
+    from app.model.learner import build
+    from app.model.weights import Weights
+    from app.training import budget
+
+    monkeypatch.setenv("APP_CACHE_DIR", str(tmp_path / "cache"))
+    cpu = torch.device("cpu")
+    cfg = TrainConfig(data=str(tiny_data), size=64, bs=8, loader="cached", time=1.0)
+    _, dls = make_dls(cfg, 64, cpu, log=lambda *_: None)
+    learn = build(cfg, dls, None, cpu, log=lambda *_: None, weights=Weights("none"))
+    measured, real = [], budget.measure
+    monkeypatch.setattr(budget, "measure", lambda *a, **k: measured.append(1) or real(*a, **k))
+    key = budget.speeds_key(cfg, cpu, 4)
+
+    def once(c=cfg, k=key):
+        return budget.recall_or_measure(learn, c, cpu, tmp_path / "ckpt", k)
+
+    first, info = once()
+    assert info["source"] == "measured" and len(measured) == 1
+    stored = json.loads((tmp_path / "cache" / "speeds" / f"{key}.json").read_text())
+    assert stored["speeds"]["train"] == {"64": first.train[64]}
+    again, info = once()
+    assert info["source"] == "remembered" and len(measured) == 1 and again == first
+    assert abs(info["ratio"] - 1) <= budget.SPOT_TOLERANCE and "the probe skipped" in budget.describe_recall(info)
+
+    @contextlib.contextmanager
+    def slow(precision, device):  # each step 0.2 s longer: a host that changed
+        time.sleep(0.2)
+        yield
+
+    with monkeypatch.context() as m:
+        m.setattr(budget, "autocast", slow)
+        slower, info = once()
+    assert info["source"].startswith("measured: the spot check disagreed") and len(measured) == 2
+    assert info["ratio"] < 1 - budget.SPOT_TOLERANCE and slower.train[64] < first.train[64] / 2
+    assert "measured again" in budget.describe_recall(info)
+    week = time.time() - budget.REMEMBER_MAX_AGE_S - 60
+    path = tmp_path / "cache" / "speeds" / f"{key}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "measured_at": week}))
+    assert once()[1]["source"] == "measured" and len(measured) == 3
+    other = cfg.replace(bs=4)
+    assert budget.speeds_key(other, cpu, 4) != key and budget.speeds_key(cfg, cpu, 5) != key
+    assert once(other, budget.speeds_key(other, cpu, 4))[1]["source"] == "measured" and len(measured) == 4
+    assert sorted(os.listdir(tmp_path / "cache" / "speeds")) == sorted(
+        f"{k}.json" for k in (key, budget.speeds_key(other, cpu, 4)))
