@@ -106,9 +106,9 @@ def first_batch(root: Path, tmp: Path, log, minutes: float = 5.0) -> dict:
             _stop(p)
         phases = cfg.get("phases", {})
         runs.append({"cache": kind, "first_batch_s": phases.get("first_batch"), "phases_s": phases,
-                     "speeds_source": (cfg.get("speeds_source") or {}).get("source"),
+                     "speeds_source": cfg.get("speeds_source"),
                      "precision_choice": cfg.get("precision_choice"), "exit": p.returncode})
-        log(f"  first batch ({kind} cache): {phases.get('first_batch')} s after the start ({runs[-1]['speeds_source']})")
+        log(f"  first batch ({kind} cache): {phases.get('first_batch')} s after the start ({(runs[-1]['speeds_source'] or {}).get('source')})")
     return {"command": f"python -m app train --data DATA --time {minutes:g}, stopped at its first batch", "runs": runs}
 
 

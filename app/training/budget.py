@@ -221,7 +221,8 @@ def speeds_key(cfg: TrainConfig, device, n_classes: int) -> str:
 
 def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known: dict | None = None):
     """`measure`, or the rates a run with the same key measured here in the last week when a spot
-    check (one round at the final size, after one batch of warm-up) agrees with them within
+    check (the median of two batches at the final size, after a batch of warm-up and a first round
+    that is dropped: on one round alone a warm start disagreed once in three) agrees with them within
     SPOT_TOLERANCE: a warm start then skips most of the probe (16 s of a 28 s warm start on a
     2-core host). They are used as remembered, the median of that run's rounds (one spot reading
     must not set the schedule: it read 1.19x on an idle host), and the keeper corrects them at every
@@ -238,7 +239,7 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
 
             set_size(learn.dls, cfg.size)
             step = _train_step(learn, model, device, resolve_precision(cfg.precision, device))
-            spot = _rates(learn.dls.train, {"train": step}, rounds=1)["train"]
+            spot = _rates(learn.dls.train, {"train": step}, rounds=3, per_round=1)["train"]  # first round dropped
         ratio = spot / old["speeds"].train[cfg.size]
         info = {"source": "remembered", "measured_at": old["measured_at"], "key": key, "spot_size": cfg.size,
                 "spot_img_s": round(spot, 1), "remembered_img_s": round(old["speeds"].train[cfg.size], 1),
