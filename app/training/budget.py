@@ -197,6 +197,7 @@ def measure(learn, cfg: TrainConfig, device, ckpt_dir, known: dict | None = None
 
 REMEMBER_MAX_AGE_S = 7 * 86400  # a remembered measurement older than this is measured again
 SPOT_TOLERANCE = 0.25  # the spot check's rate may differ this much from the remembered one
+SPOT_ROUND_S = 0.5  # each spot round holds the batches of about this long (one at 128 px on a 2-core host)
 SPEED_FIELDS = ("command", "data", "labels", "layout", "label_delim", "balance", "resize", "body_layers", "size",
                 "progressive", "bs", "loader", "mixup", "channels_last", "precision", "compile", "workers", "device",
                 "freeze_epochs")  # the settings a run's img/s depends on
@@ -221,8 +222,9 @@ def speeds_key(cfg: TrainConfig, device, n_classes: int) -> str:
 
 def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known: dict | None = None):
     """`measure`, or the rates a run with the same key measured here in the last week when a spot
-    check (the median of two batches at the final size, after a batch of warm-up and a first round
-    that is dropped: on one round alone a warm start disagreed once in three) agrees with them within
+    check (the median of two rounds of about SPOT_ROUND_S at the final size, after a batch of warm-up
+    and a first round that is dropped: on one round alone a warm start disagreed once in three, and
+    single batches of small images are too short to time) agrees with them within
     SPOT_TOLERANCE: a warm start then skips most of the probe (16 s of a 28 s warm start on a
     2-core host). They are used as remembered, the median of that run's rounds (one spot reading
     must not set the schedule: it read 1.19x on an idle host), and the keeper corrects them at every
@@ -239,7 +241,8 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
 
             set_size(learn.dls, cfg.size)
             step = _train_step(learn, model, device, resolve_precision(cfg.precision, device))
-            spot = _rates(learn.dls.train, {"train": step}, rounds=3, per_round=1)["train"]  # first round dropped
+            per_round = max(1, math.ceil(SPOT_ROUND_S * old["speeds"].train[cfg.size] / cfg.bs))
+            spot = _rates(learn.dls.train, {"train": step}, rounds=3, per_round=per_round)["train"]  # first dropped
         ratio = spot / old["speeds"].train[cfg.size]
         info = {"source": "remembered", "measured_at": old["measured_at"], "key": key, "spot_size": cfg.size,
                 "spot_img_s": round(spot, 1), "remembered_img_s": round(old["speeds"].train[cfg.size], 1),

@@ -228,6 +228,7 @@ def test_a_warm_start_recalls_the_last_measurement_only_while_a_spot_check_agree
     def once(c=cfg, k=key):
         return budget.recall_or_measure(learn, c, cpu, tmp_path / "ckpt", k)
 
+    monkeypatch.setattr(budget, "SPOT_TOLERANCE", 0.5)  # a parallel test's load moves a tiny set's rates more than 25 %
     first, info = once()
     assert info["source"] == "measured" and len(measured) == 1
     stored = json.loads((tmp_path / "cache" / "speeds" / f"{key}.json").read_text())
@@ -237,7 +238,7 @@ def test_a_warm_start_recalls_the_last_measurement_only_while_a_spot_check_agree
     assert abs(info["ratio"] - 1) <= budget.SPOT_TOLERANCE and "the probe skipped" in budget.describe_recall(info)
 
     @contextlib.contextmanager
-    def slow(precision, device):  # each step 0.2 s longer: a host that changed
+    def slow(precision, device):  # each step 0.2 s longer (~20x slower here): a host that changed
         time.sleep(0.2)
         yield
 
