@@ -27,18 +27,21 @@ def run_labels(runs: list[Path]) -> list[str]:
 
 
 def _table(cols: list[str], rows: list[list[str]]):
-    """17 columns in 160 (piped output's width): one space between columns, no empty TTA column, every
-    column but the run's at least its header's width (rich had squeezed them all to 4: "accu-racy")."""
+    """17 columns in 160 (piped output's width): one space between columns, no empty TTA column, the
+    run and the weights (which may be paths) folded, every other column whole and at least its
+    header's width (rich had squeezed them all to 4: "accu-racy")."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     keep = [i for i, c in enumerate(cols) if c != "TTA acc" or any(r[i] for r in rows)]
-    t = Table(title="runs", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    t = Table(title="runs", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+              collapse_padding=True)
     for i in keep:
         c = cols[i]
         t.add_column(c, justify="right" if i >= 4 and c != "loader" else "left",
-                     **({"overflow": "fold", "min_width": 8} if c == "run" else {"min_width": len(c), "no_wrap": True}))
+                     **({"overflow": "fold", "min_width": 8} if c in ("run", "weights")
+                        else {"min_width": len(c), "no_wrap": True}))
     for r in rows:
         t.add_row(*(Text(r[i]) for i in keep))  # paths and names as typed, not as rich markup
     return t
