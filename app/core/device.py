@@ -122,36 +122,30 @@ AUTO_CPU_BF16 = False
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def cpu_model(path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name (/proc/cpuinfo, else what the platform says)."""
-    import platform
-    from pathlib import Path
-
-    try:
-        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() in ("model name", "hardware"):
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's instruction-set flags from /proc/cpuinfo (x86 'flags', Arm 'Features'); empty
-    where there is no such file (Windows, macOS) or it cannot be read."""
+def _cpuinfo(path: str) -> list[tuple[str, str]]:
+    """/proc/cpuinfo's (key, value) lines, keys lower-cased; none where there is no such file
+    (Windows, macOS) or it cannot be read."""
     from pathlib import Path
 
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
-    out = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            out.update(value.split())
-    return out
+        return []
+    return [(k.strip().lower(), v.strip()) for k, _, v in (ln.partition(":") for ln in text.splitlines())]
+
+
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (/proc/cpuinfo, else what the platform says)."""
+    import platform
+
+    return next((v for k, v in _cpuinfo(path) if k in ("model name", "hardware")), None) \
+        or platform.processor() or platform.machine()
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (x86 'flags', Arm 'Features'); empty
+    where there is no such file (Windows, macOS) or it cannot be read."""
+    return {f for k, v in _cpuinfo(path) if k in ("flags", "features") for f in v.split()}
 
 
 def cpu_bf16(path: str = "/proc/cpuinfo") -> dict:

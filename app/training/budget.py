@@ -5,8 +5,8 @@ Before fitting, `measure` times this machine on the run's own model, precision a
 image size of the schedule (training, training with the body frozen where fine-tune freezes it,
 and validation) and a checkpoint write, over a few batches (a warm start with the same settings on
 the same host recalls the last measurement after a spot check, `recall_or_measure`); `plan` (pure)
-then lays the epochs over what is left of the budget. The plan is not trusted to the end: training/keeper.py plans again at
-every epoch from the epochs' measured times (`choose`, the same pure rule, with `Costs` corrected
+then lays the epochs over what is left of the budget. The plan is not trusted to the end:
+training/keeper.py plans again at every epoch from the epochs' measured times (`choose`, the same pure rule, with `Costs` corrected
 per image size) and lets the last epoch end early at the deadline, so the command ends at
 1 - END_MARGIN of its budget. Only the epoch count changes: the lr, the resizing fractions and the
 augmentation are the preset's, and the one-cycle schedule follows the plan as it changes.
@@ -232,17 +232,16 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
     from ..core.device import resolve_precision
     from ..core.files import write_json
     from ..core.paths import cache_root
+    from ..data.loaders import set_size
 
     path = cache_root() / "speeds" / f"{key}.json"
     old = _remembered(path)
     if old is not None and not known:
+        per_round = max(1, math.ceil(SPOT_ROUND_S * old["speeds"].train[cfg.size] / cfg.bs))
         with _probe(learn, cfg, device, cfg.size) as model:
-            from ..data.loaders import set_size
-
             set_size(learn.dls, cfg.size)
-            step = _train_step(learn, model, device, resolve_precision(cfg.precision, device))
-            per_round = max(1, math.ceil(SPOT_ROUND_S * old["speeds"].train[cfg.size] / cfg.bs))
-            spot = _rates(learn.dls.train, {"train": step}, rounds=3, per_round=per_round)["train"]  # first dropped
+            spot = _train_rate(learn, model, device, False, resolve_precision(cfg.precision, device),
+                               rounds=3, per_round=per_round)  # its first round dropped
         ratio = spot / old["speeds"].train[cfg.size]
         info = {"source": "remembered", "measured_at": old["measured_at"], "key": key, "spot_size": cfg.size,
                 "spot_img_s": round(spot, 1), "remembered_img_s": round(old["speeds"].train[cfg.size], 1),
@@ -381,11 +380,11 @@ def _train_step(learn, model, device, precision: str):
     return step
 
 
-def _train_rate(learn, model, device, freeze: bool, precision: str = "fp32") -> float:
+def _train_rate(learn, model, device, freeze: bool, precision: str = "fp32", **rounds) -> float:
     body = list(model[0].parameters())
     for p in body:
         p.requires_grad_(not freeze)
-    rate = _rates(learn.dls.train, {"train": _train_step(learn, model, device, precision)})["train"]
+    rate = _rates(learn.dls.train, {"train": _train_step(learn, model, device, precision)}, **rounds)["train"]
     for p in body:
         p.requires_grad_(True)
     return rate
