@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,36 @@ def pytest_configure(config):
     from app.core.host import command_started
 
     command_started()  # a process's first command counts from its start: here, each in-process one from its own
+
+
+# Session fixtures that train (tens of seconds each): every module that uses one is sent to the same
+# xdist worker, so it is built once per run instead of once per worker (README command 2's
+# --dist loadscope keeps a module on one worker; this keeps these modules together).
+SHARED_BUILDS = ("audited", "tracked")
+
+
+def shared_build_of(module: Path) -> str | None:
+    """The first of SHARED_BUILDS a test module asks for, read from its source."""
+    text = module.read_text(encoding="utf-8")
+    return next((name for name in SHARED_BUILDS if re.search(rf"\b{name}\b", text)), None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getvalue("dist") != "loadscope":
+        return None
+    groups = {m.relative_to(config.rootpath).as_posix(): g for m in (ROOT / "tests").rglob("test_*.py")
+              if (g := shared_build_of(m))}
+
+    class TogetherScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            group = groups.get(scope.split("::", 1)[0])
+            return f"built-once:{group}" if group else scope
+
+    return TogetherScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

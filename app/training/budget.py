@@ -230,7 +230,6 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
     must not set the schedule: it read 1.19x on an idle host), and the keeper corrects them at every
     epoch as it does a fresh measurement. Returns (speeds, what config.json records of it)."""
     from ..core.device import resolve_precision
-    from ..core.files import write_json
     from ..core.paths import cache_root
     from ..data.loaders import set_size
 
@@ -252,11 +251,7 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
     else:
         info = {"source": "measured", "key": key}
     speeds = measure(learn, cfg, device, ckpt_dir, known)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"measured_at": time.time(), "speeds": asdict(speeds)})
-    except OSError:
-        pass  # a cache that cannot be written: the next run measures again
+    _remember(path, {"speeds": asdict(speeds)})
     return speeds, info
 
 
@@ -272,17 +267,62 @@ def describe_recall(info: dict) -> str:
 
 
 def _remembered(path) -> dict | None:
-    import json
-
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = _fresh(path)
         sp = d["speeds"]
         speeds = Speeds(*({int(k): float(v) for k, v in sp[x].items()} for x in ("train", "frozen", "valid")),
                         float(sp["checkpoint_s"]))
-        fresh = 0 <= time.time() - float(d["measured_at"]) <= REMEMBER_MAX_AGE_S
-        return {"speeds": speeds, "measured_at": float(d["measured_at"])} if fresh and speeds.train else None
+        return {"speeds": speeds, "measured_at": float(d["measured_at"])} if speeds.train else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # none, unreadable or of an older layout: measured again
+        return None  # none, unreadable, too old or of an older layout: measured again
+
+
+def _fresh(path) -> dict:
+    """A remembered measurement younger than REMEMBER_MAX_AGE_S (else KeyError)."""
+    import json
+
+    d = json.loads(path.read_text(encoding="utf-8"))
+    if not 0 <= time.time() - float(d["measured_at"]) <= REMEMBER_MAX_AGE_S:
+        raise KeyError("measured_at")
+    return d
+
+
+def _remember(path, what: dict) -> None:
+    from ..core.files import write_json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"measured_at": time.time(), **what})
+    except OSError:
+        pass  # a cache that cannot be written: the next run measures again
+
+
+def choice_path(key: str):
+    from ..core.paths import cache_root
+
+    return cache_root() / "speeds" / f"precision-{key}.json"
+
+
+def recall_or_choose(learn, cfg: TrainConfig, device, key: str) -> dict:
+    """`choose_precision`, or the choice a run with the same settings (`speeds_key` of precision auto)
+    made on this host in the last week: its timing was most of a warm start on a bf16 host (9.3 s of
+    it). The chosen precision's rates are then spot-checked as any remembered ones are
+    (`recall_or_measure`); a spot check that disagrees forgets the choice too (`forget_choice`), so
+    the next run times both again."""
+    try:
+        old = _fresh(choice_path(key))
+        c = old["choice"]
+        if c["chosen"] in ("fp32", "bf16"):
+            return {**c, "source": "remembered", "measured_at": float(old["measured_at"]), "key": key}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # none, unreadable or too old: timed again
+    choice = choose_precision(learn, cfg, device)
+    _remember(choice_path(key), {"choice": choice})
+    return {**choice, "source": "measured", "key": key}
+
+
+def forget_choice(key: str) -> None:
+    choice_path(key).unlink(missing_ok=True)
 
 
 def choose_precision(learn, cfg: TrainConfig, device) -> dict:
@@ -303,7 +343,12 @@ def choose_precision(learn, cfg: TrainConfig, device) -> dict:
 
 
 def describe_choice(c: dict) -> str:
-    return (f"precision auto: {c['chosen']} (training at {c['size']} px: fp32 {c['fp32_img_s']:.0f} img/s, bf16 "
+    import datetime
+
+    when = ""
+    if c.get("source") == "remembered":
+        when = f"remembered from a run {datetime.timedelta(seconds=round(time.time() - c['measured_at']))} ago here, "
+    return (f"precision auto: {c['chosen']} ({when}training at {c['size']} px: fp32 {c['fp32_img_s']:.0f} img/s, bf16 "
             f"{c['bf16_img_s']:.0f} img/s, {c['ratio']:.2f}x; bf16 is taken at {c['margin']:g}x or more)")
 
 

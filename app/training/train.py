@@ -169,18 +169,20 @@ def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     native bf16), the epochs planned (on rank 0, shared with the others) and written into
     config.json, so a resumed run keeps the plan; the keeper corrects it as it goes."""
     from ..core.host import process_seconds
-    from .budget import describe_recall, plan, recall_or_measure, speeds_key
+    from .budget import describe_recall, forget_choice, plan, recall_or_measure, speeds_key
     from .keeper import start_budget
 
     p, n_train = None, len(s.ds.split("train")) // dist.world_size()
     passes = 5 * finish.tta + (dist.world_size() > 1)  # TTA's passes; no last-epoch predictions to reuse
-    known = _auto_precision(learn, s)
+    known, choice = _auto_precision(learn, s)
     if dist.is_rank0():
         speeds, recalled = recall_or_measure(learn, s.cfg, s.device, s.run / "models",
                                              speeds_key(s.cfg, s.device, len(s.ds.classes)), known=known)
         update_config(s.run, speeds_source=recalled)
         if recalled["source"] != "measured":
             s.log(describe_recall(recalled))
+        if choice.get("source") == "remembered" and recalled["source"] != "remembered":
+            forget_choice(choice["key"])  # the host changed (or its rates were lost): the next run times both again
         try:
             p = plan(s.cfg, speeds, n_train, len(s.ds.split("val")), s.cfg.time * 60, process_seconds(), passes)
         except UsageError as e:
@@ -198,24 +200,28 @@ def _plan_budget(learn, s: RunContext, finish: Finish) -> TrainConfig:
     return cfg
 
 
-def _auto_precision(learn, s: RunContext) -> dict:
-    """--precision auto on a CPU with native bf16 under --time: fp32 and bf16 timed here, the faster
-    by a clear margin taken (said in a line, recorded in config.json); returns the chosen precision's
-    measured training rate ({size: img/s}) for the plan."""
+def _auto_precision(learn, s: RunContext) -> tuple[dict, dict]:
+    """--precision auto on a CPU with native bf16 under --time: fp32 and bf16 timed here (or the
+    choice a run with these settings made here in the last week), the faster by a clear margin taken
+    (said in a line, recorded in config.json). Returns the chosen precision's freshly measured training
+    rate ({size: img/s}, none when remembered) for the plan, and the choice."""
     from ..core.device import cpu_bf16
     from ..model.callbacks import CpuBf16
-    from .budget import choose_precision, describe_choice
+    from .budget import describe_choice, recall_or_choose, speeds_key
 
     if s.requested_precision != "auto" or s.device.type != "cpu" or not cpu_bf16()["native"]:
-        return {}
-    choice = dist.broadcast(choose_precision(learn, s.cfg, s.device) if dist.is_rank0() else None)
+        return {}, {}
+    key = speeds_key(s.cfg.replace(precision="auto"), s.device, len(s.ds.classes))
+    choice = dist.broadcast(recall_or_choose(learn, s.cfg, s.device, key) if dist.is_rank0() else None)
     if choice["chosen"] == "bf16":
         learn.add_cb(CpuBf16())
         s.cfg = s.cfg.replace(precision="bf16")
     if dist.is_rank0():
         update_config(s.run, config=s.cfg.to_dict(), precision_choice=choice)
     s.log(describe_choice(choice))
-    return {s.cfg.size: choice[f"{choice['chosen']}_img_s"]}
+    if choice["source"] == "remembered":
+        return {}, choice  # the chosen precision's remembered rates get their spot check
+    return {s.cfg.size: choice[f"{choice['chosen']}_img_s"]}, choice
 
 
 def _checkpoint(run: Path) -> tuple[dict | None, int]:

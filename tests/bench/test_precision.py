@@ -7,13 +7,13 @@ import pytest
 
 from app.bench.precision import POINTS_ALLOWED, SPEEDUP_NEEDED, _accuracy_summary, _speed_summary
 
-from ..conftest import need_shared, run_cli
+from ..conftest import assert_one_line_error, need_shared, run_cli
 
 
 def test_bf16_speed_bench_interleaves_rounds_and_drops_the_warm_up(tmp_path):
     need_shared()
     out = tmp_path / "bf16.json"
-    p = run_cli("bench", "--bf16", "--images", 40, "--size", 64, "--bs", 8, "--repeats", 2, "--json", out,
+    p = run_cli("bench", "--bf16", "--images", 24, "--size", 64, "--bs", 8, "--repeats", 2, "--json", out,
                 check=True, timeout=900)
     res = json.loads(out.read_text())
     assert res["rounds"] == 2 and res["cpu_bf16"]["mkldnn_bf16"] in (True, False)
@@ -25,6 +25,10 @@ def test_bf16_speed_bench_interleaves_rounds_and_drops_the_warm_up(tmp_path):
     assert res["e2e_ratio"] == pytest.approx(res["bf16_e2e_img_s_median"] / res["fp32_e2e_img_s_median"], abs=1e-3)
     assert res["e2e_meets_rule"] == (res["e2e_ratio"] >= SPEEDUP_NEEDED)
     assert "round 0 (warm-up, not counted)" in p.stdout
+    # fewer images than two batches: nothing would be timed end to end (it was a division by zero)
+    short = run_cli("bench", "--bf16", "--images", 16, "--size", 64, "--bs", 8, "--json", tmp_path / "short.json")
+    assert_one_line_error(short, 2, "--images 16 gives 10 training images", "at least 2 batches")
+    assert not (tmp_path / "short.json").exists()
 
 
 def test_the_speed_summary_uses_medians_of_the_counted_rounds():
