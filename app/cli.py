@@ -156,13 +156,15 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
     "workers": _opt("--workers", "Worker processes of the datablock loader.", typ=Optional[int], min=0,
                     show_default="fastai's"),
     "evaluate": _opt("--evaluate/--no-evaluate", "Metrics, figures and report when training ends.", True, typ=bool),
+    "figures": _opt("--figures/--no-figures", "With the evaluation: every figure and the report (--no-figures: the "
+                    "metrics only, seconds sooner; `evaluate RUN` draws them later).", True, typ=bool),
     "tta": TTA,
     "export": _opt("--export/--no-export", "Export the model when training ends.", False, typ=bool),
     "track": TRACK,
 }
 
 
-FINISH = ("evaluate", "tta", "export")
+FINISH = ("evaluate", "tta", "export", "figures")
 
 
 def _command(name: str, options: dict, help: str):
@@ -292,9 +294,10 @@ def train_cmd(ctx, weights, out, preset, tta, config, **flags):
         typed = _typed(ctx, {"weights": weights, "preset": preset, "tta": tta, **_values(flags)})
         flags = with_settings_file(config, typed)
         weights, preset, tta = flags.pop("weights", None), flags.pop("preset", "auto"), flags.pop("tta", False)
-        for k in ("export", "evaluate"):  # train always evaluates and exports
+        for k in ("export", "evaluate", "figures"):  # train always evaluates, draws and exports
             flags.pop(k, None)
-    run = _train("train", preset, weights or "auto", out, None, evaluate=True, tta=tta, export=True, **flags)
+    run = _train("train", preset, weights or "auto", out, None, evaluate=True, tta=tta, export=True, figures=True,
+                 **flags)
     from .core.files import read_json
 
     m = read_json(run / "metrics.json")

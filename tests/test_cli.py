@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import ROOT, assert_one_line_error, run_cli
+from .conftest import ROOT, assert_one_line_error, assert_png, run_cli
 
 COMMANDS = ["data", "lr-find", "fine-tune", "fit-one-cycle", "train", "evaluate", "report", "compare",
             "review", "export", "predict", "bench"]
@@ -53,8 +53,6 @@ def test_help_shows_every_command_and_defaults():
 
 def test_lr_find_writes_suggestions_plot_and_recommendation(chain):
     import math
-
-    from .conftest import assert_png
 
     d = json.loads((chain["lrfind"] / "lr_find.json").read_text())
     assert set(d["suggestions"]) == {"valley", "slide", "minimum", "steep"}
@@ -121,6 +119,22 @@ def test_state_dict_round_trip_keeps_body_weights(torchvision_sd, tiny_data, tmp
     assert len(body) == 10
     for k, v in body.items():
         assert torch.equal(model["0.0." + k[len("features."):]], v), k
+
+
+def test_no_figures_scores_the_run_and_evaluate_draws_them_later(tiny_data, tmp_path):
+    """--no-figures: the metrics as usual, no figure and no report (seconds sooner, for sweeps); a
+    resume finishes as the run was started; `evaluate RUN` draws every figure and the report afterwards."""
+    run = tmp_path / "run"
+    p = run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--out", run,
+                "--no-figures", check=True)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["n"] == 16 and 0 <= m["accuracy"] <= 1 and "accuracy" in p.stdout
+    assert not (run / "figures").exists() and not (run / "report.html").exists() and "figures:" not in p.stdout
+    assert json.loads((run / "config.json").read_text())["finish"]["figures"] is False
+    run_cli("evaluate", run, check=True)
+    assert (run / "report.html").is_file()
+    for name in ("06_confusion_matrix.png", "09_top_losses.jpg"):
+        assert_png(run / "figures" / name)
 
 
 def test_bad_inputs_are_one_line_with_exit_codes(tiny_data, tmp_path, torchvision_sd):

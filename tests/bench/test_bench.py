@@ -29,6 +29,18 @@ def test_bench_json_has_every_measure(tmp_path):
     assert 0 < res["fast_epoch_img_s"] and 0 < res["fast_train_img_s"]
     assert "model-only ceiling" in p.stdout
     assert res["rounds"] == 1 and all(len(v) == 1 for v in res["per_round_train_img_s"].values())
+    assert len(res["fast_vs_ceiling_per_round"]) == 1 and "round by round" in p.stdout
+
+
+def test_the_loader_ratio_pairs_each_round_and_a_slow_minute_does_not_set_it():
+    """Best over best mixes minutes: a ceiling round in a quiet minute against end-to-end rounds in busy
+    ones reads 0.6; paired round by round, the median is the 0.9 of the two undisturbed rounds."""
+    from app.bench.precision import LOADER_TARGET
+    from app.bench.speed import paired_ratios
+
+    r = paired_ratios({"ceiling": [100.0, 150.0, 100.0], "fast": [90.0, 60.0, 90.0]})
+    assert r["fast_vs_ceiling_per_round"] == [0.9, 0.4, 0.9] and r["fast_vs_ceiling_median"] == 0.9
+    assert max([90.0, 60.0, 90.0]) / max([100.0, 150.0, 100.0]) == 0.6 and r["loader_keeps_up"] == (0.9 >= LOADER_TARGET)
 
 
 def test_scale_bench_generates_learnable_datasets_and_measures_memory(tmp_path):
