@@ -53,8 +53,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     if config.getvalue("dist") != "loadscope":
         return None
-    groups = {m.relative_to(config.rootpath).as_posix(): g for m in (ROOT / "tests").rglob("test_*.py")
-              if (g := shared_build_of(m))}
+    groups = {Path(os.path.relpath(m, config.rootpath.resolve())).as_posix(): g
+              for m in (ROOT / "tests").rglob("test_*.py") if (g := shared_build_of(m))}
 
     class TogetherScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

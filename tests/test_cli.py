@@ -122,8 +122,9 @@ def test_state_dict_round_trip_keeps_body_weights(torchvision_sd, tiny_data, tmp
 
 
 def test_no_figures_scores_the_run_and_evaluate_draws_them_later(tiny_data, tmp_path):
-    """--no-figures: the metrics as usual, no figure and no report (seconds sooner, for sweeps); a
-    resume finishes as the run was started; `evaluate RUN` draws every figure and the report afterwards."""
+    """--no-figures: the metrics as usual, no figure and no report (seconds sooner, for sweeps), and
+    config.json says so (a resume finishes as recorded there); `evaluate RUN` draws every figure and
+    writes the report afterwards."""
     run = tmp_path / "run"
     p = run_cli("fit-one-cycle", "--data", tiny_data, "--epochs", 1, "--size", 64, "--bs", 8, "--out", run,
                 "--no-figures", check=True)

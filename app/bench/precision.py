@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from .timing import ceiling, command_line, private_cache, train_speed
+from .timing import ceiling, command_line, need_two_batches, private_cache, train_speed
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -78,11 +78,7 @@ def _speed_learners(data, size: int, bs: int, images: int, tmp: Path):
     k = len(scan(src).classes)
     ds = scan(make_subset(src, tmp / "data", max(1, images // k), max(1, bs // k)))
     dls = cached_dls(open_or_build(ds, stored_size(size), log=lambda *_: None), cfg, size, device)
-    if len(dls.train) < 2:  # the end-to-end rate times the batches after the first: none would be timed
-        from ..core.errors import UsageError
-
-        raise UsageError(f"--images {images} gives {len(ds.split('train'))} training images ({len(dls.train)} full "
-                         f"batch(es) of --bs {bs}): the end-to-end timing needs at least 2 batches")
+    need_two_batches(dls.train, images, len(ds.split("train")), bs)
     quiet = lambda *a, **kw: None  # noqa: E731
     learners = {p: build(cfg.replace(precision=p), dls, Path(tempfile.mkdtemp(dir=tmp)), device, quiet)
                 for p in PRECISIONS}

@@ -24,7 +24,7 @@ from ..core.config import TrainConfig
 from ..core.host import rss_mb
 from ..core.paths import PROJECT_ROOT
 from .precision import LOADER_TARGET
-from .timing import ceiling, command_line, loader_alone, private_cache, train_speed
+from .timing import ceiling, command_line, loader_alone, need_two_batches, private_cache, train_speed
 
 
 def run_speed(data, size: int, bs: int, images: int, log, device_name: str, repeats: int, compile: bool) -> dict:
@@ -75,9 +75,10 @@ def _speed_setup(data, size, bs, images, tmp: Path, device_name: str) -> dict:
            "torch_threads": torch.get_num_threads(), "cache_build_s": time.perf_counter() - t}
     std_cfg = cfg.replace(loader="datablock", min_scale=1.0)
     quiet = lambda *a, **k: None  # noqa: E731
+    fast = cached_dls(cache, cfg, size, device)
+    need_two_batches(fast.train, images, len(ds.split("train")), bs)
     learners = {name: build(c, dls, Path(tempfile.mkdtemp(dir=tmp)), device, quiet)
-                for name, c, dls in (("cached", cfg, cached_dls(cache, cfg, size, device)),
-                                     ("datablock", std_cfg, datablock_dls(ds, std_cfg, size, device)))}
+                for name, c, dls in (("cached", cfg, fast), ("datablock", std_cfg, datablock_dls(ds, std_cfg, size, device)))}
     return {"res": res, "device": device, "ds": ds, "cfg": cfg, "cache": cache, **learners}
 
 

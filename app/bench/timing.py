@@ -93,6 +93,15 @@ def _timer(warmup: int):
     return Timer()
 
 
+def need_two_batches(dl, images: int, n_train: int, bs: int) -> None:
+    """End-to-end rates time the batches after the first: with one batch, none would be timed."""
+    if len(dl) < 2:
+        from ..core.errors import UsageError
+
+        raise UsageError(f"--images {images} gives {n_train} training images ({len(dl)} full batch(es) of --bs "
+                         f"{bs}): the end-to-end timing needs at least 2 batches")
+
+
 def train_speed(learn, epochs: int = 1, warmup: int = 3) -> dict:
     """fastai fit: training img/s in steady state (loading included), and of the whole fit."""
     timer = _timer(warmup)

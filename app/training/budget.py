@@ -311,18 +311,22 @@ def recall_or_choose(learn, cfg: TrainConfig, device, key: str) -> dict:
     the next run times both again."""
     try:
         old = _fresh(choice_path(key))
-        c = old["choice"]
-        if c["chosen"] in ("fp32", "bf16"):
-            return {**c, "source": "remembered", "measured_at": float(old["measured_at"]), "key": key}
+        c = {k: float(old["choice"][k]) for k in ("fp32_img_s", "bf16_img_s", "ratio")}
+        c.update(size=int(old["choice"]["size"]), margin=BF16_MARGIN,
+                 chosen="bf16" if c["ratio"] >= BF16_MARGIN else "fp32")  # today's margin on the remembered rates
+        return {**c, "source": "remembered", "measured_at": float(old["measured_at"]), "key": key}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # none, unreadable or too old: timed again
+        pass  # none, unreadable, too old or of an older layout: timed again
     choice = choose_precision(learn, cfg, device)
     _remember(choice_path(key), {"choice": choice})
     return {**choice, "source": "measured", "key": key}
 
 
 def forget_choice(key: str) -> None:
-    choice_path(key).unlink(missing_ok=True)
+    try:
+        choice_path(key).unlink(missing_ok=True)
+    except OSError:
+        pass  # a cache that cannot be written: the choice stays until it is a week old
 
 
 def choose_precision(learn, cfg: TrainConfig, device) -> dict:
