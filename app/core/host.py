@@ -15,9 +15,17 @@ _clock_origin: float | None = None  # set by own_clock(): a command run inside a
 def command_started() -> None:
     """A command begins: its first in this process counts from the process's start (imports are
     part of what the user waits for), a later one (the tests run commands in one process) from now."""
+    _COMMAND_START[:] = [_interpreter_start() if not _COMMAND_START else time.time()]
+
+
+def _interpreter_start() -> float:
+    """The process's start, or when this interpreter imported the package if that is later (an
+    exec'd shell's process began before the shell's other commands ran)."""
     import psutil
 
-    _COMMAND_START[:] = [psutil.Process().create_time() if not _COMMAND_START else time.time()]
+    from .. import STARTED
+
+    return max(psutil.Process().create_time(), STARTED - 0.1)  # ~0.1 s of interpreter start before it
 
 
 def process_seconds() -> float:
@@ -26,9 +34,7 @@ def process_seconds() -> float:
     `audit` keeps its own budget."""
     if _clock_origin is not None:
         return time.time() - _clock_origin
-    import psutil
-
-    return time.time() - (_COMMAND_START[0] if _COMMAND_START else psutil.Process().create_time())
+    return time.time() - (_COMMAND_START[0] if _COMMAND_START else _interpreter_start())
 
 
 class Phases:
