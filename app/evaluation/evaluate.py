@@ -229,10 +229,9 @@ def evaluate_run(run: str | Path, tta: bool = False, which: str = "last", data: 
     """`python -m app evaluate RUN`: rebuild the run's learner and evaluate it (bars on `progress`;
     `data`, `labels`: the dataset where it is now)."""
     from ..model.learner import load_run
-
-    log = console.print if console else print
     from .report import write_report
 
+    log = console.print if console else print
     learn, cfg, ds = load_run(run, which=which, data=data, log=log, progress=progress, labels=labels)
     m = evaluate_learner(learn, Path(run), cfg, tta=tta, log=log, ds=ds, which=which, split=split)
     write_report(run)  # the report shows what was just measured, not an earlier evaluation's numbers

@@ -230,10 +230,9 @@ def recall_or_measure(learn, cfg: TrainConfig, device, ckpt_dir, key: str, known
     must not set the schedule: it read 1.19x on an idle host), and the keeper corrects them at every
     epoch as it does a fresh measurement. Returns (speeds, what config.json records of it)."""
     from ..core.device import resolve_precision
-    from ..core.paths import cache_root
     from ..data.loaders import set_size
 
-    path = cache_root() / "speeds" / f"{key}.json"
+    path = remembered_path(key)
     old = _remembered(path)
     if old is not None and not known:
         per_round = max(1, math.ceil(SPOT_ROUND_S * old["speeds"].train[cfg.size] / cfg.bs))
@@ -297,10 +296,15 @@ def _remember(path, what: dict) -> None:
         pass  # a cache that cannot be written: the next run measures again
 
 
-def choice_path(key: str):
+def remembered_path(key: str, what: str = ""):
+    """The cache's file of a measurement remembered under `key` (`what`: "precision-" for the choice)."""
     from ..core.paths import cache_root
 
-    return cache_root() / "speeds" / f"precision-{key}.json"
+    return cache_root() / "speeds" / f"{what}{key}.json"
+
+
+def choice_path(key: str):
+    return remembered_path(key, "precision-")
 
 
 def recall_or_choose(learn, cfg: TrainConfig, device, key: str) -> dict:
