@@ -506,7 +506,8 @@ B_KEEP = Annotated[Optional[float], typer.Option("--keep", min=1.0, help="Instea
                                                   "user runs it, on this host idle and again with one core "
                                                   "loaded for a minute mid-run: does it end within its budget?")]
 B_BF16 = Annotated[bool, typer.Option("--bf16", help="Instead: fp32 vs bf16 on the CPU, model-only and end to "
-                                       "end, interleaved rounds (the first is a warm-up).")]
+                                       "end with the main job's recipe, interleaved rounds (the first is a warm-up), "
+                                       "and where the loader's milliseconds go.")]
 B_MULTI_LABEL = Annotated[Optional[float], typer.Option("--multi-label", min=1.0, help="Instead: multi-label "
                                                          "training on collages of two Imagenette images, our recipe "
                                                          "vs fastai's default multi-label one, MINUTES each.")]

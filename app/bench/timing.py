@@ -62,17 +62,52 @@ def loader_alone(dl, device, max_batches: int = 40) -> float:
     return n / (time.perf_counter() - t)
 
 
+def transform_ms(dl, batches: int = 10, warmup: int = 2) -> dict:
+    """Median milliseconds per batch of gathering a batch and of each of the loader's batch
+    transforms (fastai's after_batch pipeline, as on the training split): where a loader's time goes."""
+    import statistics
+
+    times: dict[str, list[float]] = {}
+    def epochs():  # as many passes over a small set as the count needs
+        while True:
+            dl.before_iter()
+            yield from dl.create_batches(dl.get_idxs())
+            dl.after_iter()
+
+    batches_of = epochs()
+    for _ in range(warmup + batches):
+        t = time.perf_counter()
+        x, _ = next(batches_of)
+        times.setdefault("gather", []).append(time.perf_counter() - t)
+        # not the validation-only ones (by class: fastai's affine keeps the last call's split_idx on the instance)
+        for f in (f for f in dl.after_batch.fs if getattr(type(f), "split_idx", None) != 1):
+            t = time.perf_counter()
+            x = f(x, split_idx=0)
+            times.setdefault(type(f).__name__, []).append(time.perf_counter() - t)
+    batches_of.close()
+    out = {k: round(1000 * statistics.median(v[warmup:]), 2) for k, v in times.items()}
+    out["total"] = round(sum(out.values()), 2)
+    return out
+
+
 def _timer(warmup: int):
     """A fastai callback timing the training passes after `warmup` batches (loading included):
-    synchronised when the window opens and when it closes, never in between."""
+    synchronised when the window opens and when it closes, never in between. Inside the window it
+    also sums the seconds between one batch's end and the next one's before_batch (its order is
+    last, so that is gathering, batch transforms and the channels_last copy): the loader's share of
+    the same seconds, which a shared host's drift cannot split as it splits two separate timings."""
     from fastai.callback.core import Callback
 
     class Timer(Callback):
         order = 100
 
         def before_fit(self):
-            self.n, self.t0, self.t1, self.t_fit = 0, None, None, time.perf_counter()
+            self.n, self.t0, self.t1, self.t_fit, self.fetch_s = 0, None, None, time.perf_counter(), 0.0
             self.warmup = max(0, min(warmup, len(self.dls.train) - 2))  # at least one timed batch
+
+        def before_batch(self):
+            if self.training and self.iter > self.warmup:
+                self.fetch_s += time.perf_counter() - self.ended
 
         def after_batch(self):
             if not self.training:
@@ -82,6 +117,7 @@ def _timer(warmup: int):
                 self.t0 = time.perf_counter()
             elif self.iter > self.warmup:
                 self.n += len(self.yb[0])
+            self.ended = time.perf_counter()
 
         def before_validate(self):
             sync(self.dls.device)
@@ -107,7 +143,8 @@ def train_speed(learn, epochs: int = 1, warmup: int = 3) -> dict:
     timer = _timer(warmup)
     learn.fit(epochs, 1e-4, cbs=[timer])
     n_all = len(learn.dls.train) * learn.dls.train.bs * epochs
-    return {"train_img_s": timer.n / (timer.t1 - timer.t0), "epoch_img_s": n_all / timer.fit_s}
+    window = timer.t1 - timer.t0
+    return {"train_img_s": timer.n / window, "epoch_img_s": n_all / timer.fit_s, "loader_share": timer.fetch_s / window}
 
 
 def decode_rates(root, size: int = 128, decoders=("torchvision", "pil")) -> dict:
