@@ -96,6 +96,10 @@ class TrainConfig(BaseModel):
                 parts.append(f"{new}:{f:g}")
         return ",".join(parts)
 
+    def shrunk_progressive(self, share: float) -> str:
+        """The same sizes with `share` of their fractions of the epochs (0: every epoch at `size`)."""
+        return ",".join(f"{s}:{f * share:.6g}" for s, f in parse_progressive(self.progressive) if f * share > 0)
+
     def to_dict(self) -> dict:
         return self.model_dump()
 

@@ -86,6 +86,7 @@ class Plan:
     summary: str
     last_fraction: float = 1.0  # of the last epoch's batches, as first planned (the keeper re-plans)
     after_s: float = 0.0  # predicted for what follows the fit (evaluation, figures, report, export)
+    sizes: list | None = None  # each epoch's image size, as first planned
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +96,33 @@ def choose(cfg: TrainConfig, costs: Costs, done: list[int], available_s: float, 
     """(EpochPlan, fraction of the last epoch, predicted seconds) for the epochs after `done`
     (sizes of the global epochs already run) in `available_s`: the fewest epochs (between `lo` and
     `hi` in all) that fill it, the last one ending early at the deadline. When that last epoch would
-    be shorter than MIN_LAST, one epoch fewer run whole (ending a little early)."""
+    be shorter than MIN_LAST, one epoch fewer run whole (ending a little early). When even `hi`
+    epochs leave time, it goes to the final size (`at_the_final_size`)."""
+    got = _fewest(cfg, costs, done, available_s, lo, hi)
+    if got[0].total >= hi and got[1] == 1.0 and cfg.progressive:
+        return at_the_final_size(cfg, costs, done, available_s, got)
+    return got
+
+
+FILL_STEPS = 50  # at the epoch cap, the low-resolution share shrinks in steps of 1/FILL_STEPS
+
+
+def at_the_final_size(cfg: TrainConfig, costs: Costs, done: list[int], available_s: float, got):
+    """At the epoch cap with time left, the same epochs with less of them at the small sizes (their
+    fractions scaled down together, to none) as far as the time holds: a fast host (bf16 with AMX
+    ran the main job's 57 epochs in 650 s of 900) spends what is left at the size it is judged at,
+    not in more epochs (its 57 scored as fp32's 34-39 did, benchmarks/precision-budget-amx.json)."""
+    best = got
+    for k in range(FILL_STEPS - 1, -1, -1):
+        p = plan_epochs(cfg.replace(progressive=cfg.shrunk_progressive(k / FILL_STEPS)), got[0].total, done)
+        secs = plan_seconds(costs, p, len(done))
+        if secs > available_s:
+            break
+        best = (p, 1.0, secs)
+    return best
+
+
+def _fewest(cfg: TrainConfig, costs: Costs, done: list[int], available_s: float, lo: int, hi: int):
     e, prev = len(done), None
     for total in range(max(lo, e + 1), max(hi, e + 1) + 1):
         p = plan_epochs(cfg, total, done)
@@ -154,8 +181,21 @@ def plan(cfg: TrainConfig, speeds: Speeds, n_train: int, n_val: int, budget_s: f
                f"(predicted {(elapsed_s + fit + after) / 60:.1f} min; re-planned at every epoch)")
     if e < cfg.epochs:
         summary += f"; fewer than the preset's {cfg.epochs}: this machine is slower than the recipe assumes"
+    summary += _at_cap(cfg, p, hi, left - fit)
     return Plan(e, round(elapsed_s + fit + after, 1), round(fit, 1), budget_s, round(elapsed_s, 1), cfg.epochs,
-                asdict(speeds), summary, round(frac, 3), round(after, 1))
+                asdict(speeds), summary, round(frac, 3), round(after, 1), list(p.sizes))
+
+
+def _at_cap(cfg: TrainConfig, p: EpochPlan, hi: int, spare_s: float) -> str:
+    """What the plan line adds when the epoch cap binds: where the time left went, and what is left."""
+    recipe = plan_epochs(cfg, p.total, []).sizes
+    if p.total < hi or (p.sizes == recipe and spare_s < 60):
+        return ""
+    said = f"; {p.total} is the most this recipe runs"
+    if p.sizes != recipe:
+        said += (f", so the time left goes to {cfg.size} px: {p.sizes.count(cfg.size)} of them there "
+                 f"(the recipe's schedule: {recipe.count(cfg.size)})")
+    return said + (f"; it ends about {spare_s / 60:.1f} min early" if spare_s >= 60 else "")
 
 
 def plan_seconds(costs: Costs, p: EpochPlan, start: int = 0) -> float:

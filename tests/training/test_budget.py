@@ -46,6 +46,33 @@ def test_the_plan_fills_the_budget_and_a_slower_machine_gets_fewer_epochs():
     very_fast = Speeds({k: v * 50 for k, v in SPEEDS.train.items()}, {}, SPEEDS.valid, 0.1)
     capped = plan(cfg, very_fast, N_TRAIN, N_VAL, 900, 10)
     assert capped.epochs == 3 * 19 and capped.last_fraction == 1  # capped at 3 x the preset's, every epoch whole
+    assert capped.sizes == [128] * 57 and "57 is the most this recipe runs" in capped.summary
+    assert "57 of them there (the recipe's schedule: 9)" in capped.summary and "min early" in capped.summary
+
+
+def test_at_the_epoch_cap_the_time_left_goes_to_the_final_size_and_fills_the_budget():
+    """A host fast enough for the recipe's 57 epochs with minutes to spare (bf16 on AMX ran them in
+    650 s of 900) does not stop early: the same epochs shift from 64 and 96 px to 128 px until the
+    budget is full, never past it, sizes never going back down; a slower host keeps the recipe's."""
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    amx = Speeds(train={64: 1206.0, 96: 810.0, 128: 592.0}, frozen={}, valid={64: 4283.0, 96: 1986.0, 128: 1321.0},
+                 checkpoint_s=0.04)  # the bf16 arms' own probe, precision-budget-amx.json
+    costs = Costs(amx, N_TRAIN, N_VAL)
+    from app.training.epochs import plan_epochs
+
+    recipe = plan_epochs(cfg, 57, [])
+    spare = 860.0 - sum(costs.epoch_s(i, s, v) for i, (s, v) in enumerate(zip(recipe.sizes, recipe.valid)))
+    assert spare > 120  # the recipe's 57 epochs leave minutes of this budget unused
+    p, frac, secs = choose(cfg, costs, [], 860.0, 2, 57)
+    assert p.total == 57 and frac == 1.0 and p.sizes == sorted(p.sizes) and p.sizes[-1] == 128
+    assert p.sizes.count(128) > recipe.sizes.count(128) + 10 and p.sizes.count(64) < recipe.sizes.count(64)
+    assert 860.0 - 25 < secs <= 860.0  # full to within about one 128 px epoch (16 s here), never over
+    assert secs == pytest.approx(sum(costs.epoch_s(i, s, v) for i, (s, v) in enumerate(zip(p.sizes, p.valid))))
+    done = p.sizes[:20]  # re-planned after 20 epochs with the host now slower: the recipe's way again
+    p2, frac2, _ = choose(cfg, Costs(SPEEDS, N_TRAIN, N_VAL), done, 300.0, 2, 57)
+    assert p2.sizes[:20] == done and p2.total < 57 and p2.sizes == sorted(p2.sizes)
+    slow = plan(cfg, SPEEDS, N_TRAIN, N_VAL, budget_s=900, elapsed_s=30)
+    assert slow.sizes == plan_epochs(cfg, slow.epochs, []).sizes and "most this recipe runs" not in slow.summary
 
 
 def test_choose_keeps_what_ran_and_never_plans_a_sliver_of_an_epoch():
