@@ -8,8 +8,9 @@ the same host recalls the last measurement after a spot check, `recall_or_measur
 then lays the epochs over what is left of the budget. The plan is not trusted to the end:
 training/keeper.py plans again at every epoch from the epochs' measured times (`choose`, the same pure rule, with `Costs` corrected
 per image size) and lets the last epoch end early at the deadline, so the command ends at
-1 - END_MARGIN of its budget. Only the epoch count changes: the lr, the resizing fractions and the
-augmentation are the preset's, and the one-cycle schedule follows the plan as it changes.
+1 - END_MARGIN of its budget. The epoch count changes (up to the preset's cap) and, only when the cap
+still leaves time, the resizing fractions shrink so that more epochs run at the final size; the lr and
+the augmentation are the preset's, and the one-cycle schedule follows the plan as it changes.
 """
 
 from __future__ import annotations
