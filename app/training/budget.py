@@ -111,8 +111,8 @@ FILL_STEPS = 50  # at the epoch cap, the low-resolution share shrinks in steps o
 def at_the_final_size(cfg: TrainConfig, costs: Costs, done: list[int], available_s: float, got):
     """At the epoch cap with time left, the same epochs with less of them at the small sizes (their
     fractions scaled down together, to none) as far as the time holds: a fast host (bf16 with AMX
-    ran the main job's 57 epochs in 650 s of 900) spends what is left at the size it is judged at,
-    not in more epochs (its 57 scored as fp32's 34-39 did, benchmarks/precision-budget-amx.json)."""
+    ran the main job's 57 epochs in 607-665 s of 900) spends what is left at the size it is judged at,
+    not in more epochs (its 57 scored as fp32's 34-44 did, benchmarks/precision-budget-amx.json)."""
     best = got
     for k in range(FILL_STEPS - 1, -1, -1):
         p = plan_epochs(cfg.replace(progressive=cfg.shrunk_progressive(k / FILL_STEPS)), got[0].total, done)
