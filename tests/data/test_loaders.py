@@ -151,3 +151,28 @@ def test_training_images_without_augmentation_for_review_train(tiny_data):
     cached = make_dls(cfg.replace(loader="cached"), 64, torch.device("cpu"), log=lambda *_: None)[1]
     cdl = split_dl(cached, ds, "train")
     assert len(cdl.dataset) == 32 and torch.equal(cdl.one_batch()[0], cdl.one_batch()[0])
+
+
+
+def test_the_cached_loader_normalises_in_the_batchs_own_memory_with_imagenet_statistics(tiny_data):
+    """Issue 29: the cached loader's Normalize writes into the batch IntToFloatTensor has just made
+    (no two new batch-sized tensors per batch); its numbers are still ImageNet's statistics applied
+    in numpy, fastai's own Normalize bit for bit, and they decode back to the cache's pixels."""
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+
+    from app.data.loaders import norm
+    from app.model.cam import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = TrainConfig(data=str(tiny_data), size=64, bs=4, workers=0)
+    _, dls = make_dls(cfg, 64, torch.device("cpu"), log=lambda *_: None)
+    n = [t for t in dls.valid.after_batch.fs if isinstance(t, Normalize)]
+    assert len(n) == 1
+    raw, _ = next(iter(dls.valid.create_batches(dls.valid.get_idxs())))  # gathered uint8, untransformed
+    floats = IntToFloatTensor()(raw)
+    out = n[0](floats)
+    assert out.data_ptr() == floats.data_ptr()  # in place
+    assert torch.equal(out, norm()(IntToFloatTensor()(raw)))  # fastai's own Normalize, bit for bit
+    mean, std = np.array(IMAGENET_MEAN).reshape(1, 3, 1, 1), np.array(IMAGENET_STD).reshape(1, 3, 1, 1)
+    assert np.abs(out.numpy() - (raw.numpy() / 255 - mean) / std).max() < 1e-5
+    back = IntToFloatTensor().decode(n[0].decode(out))  # what show_batch does
+    assert (back - raw.long()).abs().max() <= 1  # fastai's decode truncates: within a grey level
