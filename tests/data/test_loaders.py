@@ -153,7 +153,6 @@ def test_training_images_without_augmentation_for_review_train(tiny_data):
     assert len(cdl.dataset) == 32 and torch.equal(cdl.one_batch()[0], cdl.one_batch()[0])
 
 
-
 def test_the_cached_loader_normalises_in_the_batchs_own_memory_with_imagenet_statistics(tiny_data):
     """Issue 29: the cached loader's Normalize writes into the batch IntToFloatTensor has just made
     (no two new batch-sized tensors per batch); its numbers are still ImageNet's statistics applied
