@@ -146,6 +146,10 @@ TRAINING = {  # the options fit-one-cycle and fine-tune share
                         "separated (e.g. 64:0.35,96:0.41), or none.", show_default="preset's, scaled to --size"),
     "valid_every": _opt("--valid-every", "Validate every N epochs (always at each image size's last epoch and the "
                         "last epoch); 1 = every epoch.", typ=Optional[int], min=1, show_default="preset's"),
+    "test_scale": _opt("--test-scale", "Validate, evaluate and export at up to --size x this (1 to 1.25; a multiple of "
+                       "32, where AlexNet's pools cover the image): random crops zoom in, so whole images are "
+                       "seen best a little larger (FixRes).", typ=Optional[float],
+                       show_default="preset's"),
     "clip": _opt("--clip", "Clip the gradient norm to this (fastai GradientClip); 0 = off.", typ=Optional[float],
                  min=0.0, show_default="preset's"),
     "mixup": _opt("--mixup", "fastai MixUp with this alpha; 0 = off.", typ=Optional[float], min=0.0,
@@ -546,6 +550,9 @@ B_EXPORT = Annotated[Optional[Path], typer.Option("--export", help="Instead: exp
                                                    "throughput) beside torch eager.")]
 B_SERVE = Annotated[Optional[Path], typer.Option("--serve", help="Instead: `serve` this bundle and load it with "
                                                   "--clients concurrent clients for --seconds.")]
+B_TEST_SIZES = Annotated[Optional[Path], typer.Option("--test-sizes", help="Instead: score this run's model on its "
+                                                      "validation set at its training size and every test size up "
+                                                      "to 1.25x it (what --test-scale is worth).")]
 B_CLIENTS = Annotated[int, typer.Option("--clients", min=1, help="--serve: concurrent clients.")]
 B_SECONDS = Annotated[float, typer.Option("--seconds", min=1.0, help="--serve: how long they send.")]
 
@@ -592,6 +599,7 @@ def bench(
     scratch_run: B_SCRATCH_RUN = None,
     export: B_EXPORT = None,
     serve: B_SERVE = None,
+    test_sizes: B_TEST_SIZES = None,
     clients: B_CLIENTS = 8,
     seconds: B_SECONDS = 30.0,
     audit: B_AUDIT = False,
@@ -611,7 +619,7 @@ def bench(
         repeats=repeats, scale=scale, transfer=transfer, budget=budget, compile=compile, bf16=bf16,
         bf16_accuracy=bf16_accuracy, keep=keep, seeds=seeds, epochs=epochs, transfer_options=opts, scan=scan,
         precision_budget=precision_budget, export=export, serve=serve, clients=clients, seconds=seconds,
-        audit=audit, audit_options=audit_opts, multi_label=multi_label)
+        audit=audit, audit_options=audit_opts, multi_label=multi_label, test_sizes=test_sizes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,8 @@ def test_bad_inputs_are_one_line_with_exit_codes(tiny_data, tmp_path, torchvisio
     assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--out", exists, "--epochs", 1), 5, "already exists")
     assert (exists / "keep.txt").read_text() == "mine"
     assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--size", 32, "--epochs", 1), 2, "64")
+    assert_one_line_error(run_cli("fit-one-cycle", "--data", tiny_data, "--test-scale", 2, "--epochs", 1), 2,
+                          "--test-scale 2", "1.25")
     assert_one_line_error(run_cli("predict", tmp_path / "missing.pkl", tiny_data), 4, "not found")
     assert_one_line_error(run_cli("evaluate", tmp_path / "norun"), 5, "not found")
     assert_one_line_error(run_cli("predict", tmp_path / "x.pkl", tmp_path / "no-such-dir"), 3, "no such image")

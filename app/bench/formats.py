@@ -35,9 +35,9 @@ def run_export_bench(run: Path, log=print, data=None, repeats: int = 3) -> dict:
         learn, cfg, ds = load_run(run, log=lambda *_: None, device="cpu")
         names = [f.name for f in FORMATS if runs_here(f)]
         res = {"device": device_info(pick_device("cpu", log=lambda *_: None)), "versions": versions(),
-               "command": command_line(), "run": str(Path(run).resolve()), "size": cfg.size,
+               "command": command_line(), "run": str(Path(run).resolve()), "size": cfg.test_size(),
                "host_model_only_img_s_128px": model_only_img_s(Path(data or cfg.data), tmp / "probe")}
-        log(f"export bench: {run} ({cfg.size} px) in {', '.join(names)} and torch eager; this host trains the "
+        log(f"export bench: {run} ({cfg.test_size()} px) in {', '.join(names)} and torch eager; this host trains the "
             f"model alone at {res['host_model_only_img_s_128px']:.0f} img/s (128 px, bs 64)")
         pkl, bundle = export_learner(learn, run, tmp / "m.pkl", ds=ds, log=lambda *_: None, formats=names)
         res["checks"] = {k: v["check"] for k, v in _meta(bundle)["formats"].items()}

@@ -18,6 +18,7 @@ MODES: tuple[tuple[str, str, Callable[[SimpleNamespace], dict]], ...] = (
     ("precision_budget", "main_job.run_precision_budget",
      lambda o: dict(data=o.data, minutes=o.precision_budget, seeds=o.seeds)),
     ("export", "formats.run_export_bench", lambda o: dict(run=o.export, data=o.data, repeats=o.repeats)),
+    ("test_sizes", "test_size.run_test_sizes", lambda o: dict(run=o.test_sizes)),
     ("serve", "serve.run_serve_bench", lambda o: dict(bundle=o.serve, clients=o.clients, seconds=o.seconds, data=o.data)),
     ("scale", "scale.run_scale", lambda o: dict(device=o.device)),
     ("transfer", "transfer.run_transfer",
@@ -39,7 +40,7 @@ def run(data=None, size=128, bs=64, images=None, json_path=None, console=None, d
         scale=False, transfer=False, budget=None, compile=False, bf16=False, bf16_accuracy=False, keep=None,
         seeds=3, epochs=None, transfer_options: dict | None = None, scan=False, precision_budget=None,
         export=None, serve=None, clients=8, seconds=30.0, audit: bool = False,
-        audit_options: dict | None = None, multi_label=None) -> dict:
+        audit_options: dict | None = None, multi_label=None, test_sizes=None) -> dict:
     """The bench the flags ask for; its JSON written to `json_path`."""
     o = SimpleNamespace(**{k: v for k, v in locals().items() if k != "console"})
     log = console.print if console else print

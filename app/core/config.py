@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import UsageError
 
 MIN_SIZE = 64  # AlexNet + fastai head fails below 63 px ("Output size is too small")
+# the decoded cache stores CACHE_ROOM x a training size (room for random crops), up to CACHE_MAX px:
+# a test size up to that room needs no upsampling of it
+CACHE_ROOM, CACHE_MAX = 1.25, 224
+# AlexNet's three max-pools cover their whole maps only at multiples of 32 px (64, 96, 128, 160, ...);
+# at 144 px, say, the last pool drops the last row and column of conv5's 8 x 8 map (tests/core/test_config.py)
+POOL_STRIDE = 32
 
 
 LOADERS = {"cached": "cached", "datablock": "datablock", "fast": "cached", "fastai": "datablock"}
@@ -54,6 +60,8 @@ class TrainConfig(BaseModel):
     clip: float = 0.0  # max gradient norm (fastai GradientClip); 0 = off
     wd: float = 0.01
     pct_start: float = 0.25
+    # validation, evaluation and the exports see images at up to size x test_scale (test_size())
+    test_scale: float = 1.0
     valid_every: int = 1  # validate every N epochs (always at each size's last epoch and the last)
     min_scale: float = 1.0  # random-resized-crop: smallest crop area, as a fraction
     max_rotate: float = 10.0
@@ -82,6 +90,13 @@ class TrainConfig(BaseModel):
             done += frac
         out.append((int(round(done * total_epochs)), self.size))
         return [(e, s) for i, (e, s) in enumerate(out) if i == len(out) - 1 or e < out[i + 1][0]]
+
+    def test_size(self, size: int | None = None) -> int:
+        """The size validation, evaluation and the exports use for a training size (`size` by default).
+        Random-resized crops zoom in, so objects look bigger in training than in a whole image at
+        the same size; the model then sees a whole image best a little larger (FixRes, Touvron et
+        al. 2019): 160 px for cpu-quick's 128, +1.0 and +1.55 points on two 15-minute runs."""
+        return test_size_for(self.size if size is None else size, self.test_scale)
 
     def sizes(self) -> list[int]:
         """Every image size the run trains at, smallest first."""
@@ -157,8 +172,22 @@ def parse_progressive(spec: str) -> list[tuple[int, float]]:
     return out
 
 
+def test_size_for(size: int, scale: float) -> int:
+    """The largest multiple of POOL_STRIDE above `size` and at most size x scale, inside the decoded
+    cache's room for `size` (its stored size: CACHE_ROOM x it, at most CACHE_MAX); else `size`.
+    A size between two multiples scored worse than the training size itself (benchmarks/runs/
+    test-sizes-amx.json: 136-152 px against 128 and 160)."""
+    room = min(size * scale, max(size, CACHE_MAX))
+    best = int(room // POOL_STRIDE) * POOL_STRIDE
+    return best if best > size else size
+
+
 def check_sizes(cfg: TrainConfig) -> None:
-    """Every size the run will use is one AlexNet can take (its last pooling needs 63 px)."""
+    """Every size the run will use is one AlexNet can take (its last pooling needs 63 px), and the
+    test scale one the decoded cache has room for."""
     for size in cfg.sizes():
         if size < MIN_SIZE:
             raise UsageError(f"--size {size} is too small: AlexNet needs at least {MIN_SIZE} px")
+    if not 1 <= cfg.test_scale <= CACHE_ROOM:
+        raise UsageError(f"--test-scale {cfg.test_scale:g} is out of range: from 1 to {CACHE_ROOM:g} (the decoded "
+                         f"cache keeps {CACHE_ROOM:g}x the training size; more would upsample it)")

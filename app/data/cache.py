@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.config import CACHE_MAX, CACHE_ROOM
 from ..core.device import cuda_available
 from ..core.errors import DataError
 from ..core.paths import dataset_cache_dir
@@ -33,8 +34,9 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 def stored_size(size: int) -> int:
-    """Room for random crops: 1.25x the training size, to a multiple of 16, at most 224."""
-    return int(min(224, -(-int(size * 1.25) // 16) * 16))
+    """Room for random crops (and a test size up to as much): CACHE_ROOM x the training size, to a
+    multiple of 16, at most CACHE_MAX."""
+    return int(min(CACHE_MAX, -(-int(size * CACHE_ROOM) // 16) * 16))
 
 
 def cache_dir(root: Path, size: int, resize: str = "crop", labels: str = "") -> Path:

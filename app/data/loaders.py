@@ -29,7 +29,7 @@ from fastcore.basics import chunked
 from fasttransform import DisplayedTransform, Transform
 
 from ..core import ranks as dist
-from ..core.config import TrainConfig
+from ..core.config import TrainConfig, test_size_for
 from ..core.errors import UsageError
 from ..core.ranks import unwrap_dl
 from .cache import Cache
@@ -139,14 +139,17 @@ def resize_tfm(cfg, size: int) -> Resize:
     return Resize(size, method=getattr(cfg, "resize", "crop"), pad_mode="zeros")
 
 
+def test_scale(cfg) -> float:
+    return getattr(cfg, "test_scale", 1.0)
+
+
 def _item_resize(cfg, size) -> list:
     """Training: fastai's RandomResizedCrop when the recipe crops (min_scale < 1), else Resize.
-    Validation: always the plain Resize (fastai's RandomResizedCrop would validate by squashing to
-    size + 14 % and cropping the centre, which is not what the bundle and the pickle do)."""
-    if cfg.min_scale >= 1:
-        return [resize_tfm(cfg, size)]
-    train = RandomResizedCrop(size, min_scale=cfg.min_scale, ratio=(3 / 4, 4 / 3))
-    valid = resize_tfm(cfg, size)
+    Validation: always the plain Resize, at the test size (fastai's RandomResizedCrop would validate
+    by squashing to size + 14 % and cropping the centre, which is not what the bundle and the pickle do)."""
+    crops = cfg.min_scale < 1
+    train = RandomResizedCrop(size, min_scale=cfg.min_scale, ratio=(3 / 4, 4 / 3)) if crops else resize_tfm(cfg, size)
+    valid = resize_tfm(cfg, test_size_for(size, test_scale(cfg)))
     train.split_idx, valid.split_idx = 0, 1
     return [train, valid]
 
@@ -205,7 +208,9 @@ def datablock_dls(ds: Dataset, cfg, size: int, device=None):
     if getattr(cfg, "balance", "none") == "sampler":
         train = [it for it in ds.items if it.split == "train"]
         kw.update(dl_type=WeightedDL, dl_kwargs=[{"wgts": sample_weights([it.label for it in train])}, {}])
-    return datablock(ds, cfg, size).dataloaders(ds.root, bs=cfg.bs, device=device, **kw)
+    dls = datablock(ds, cfg, size).dataloaders(ds.root, bs=cfg.bs, device=device, **kw)
+    dls.test_scale = test_scale(cfg)
+    return dls
 
 
 def sample_weights(labels) -> np.ndarray:
@@ -334,10 +339,30 @@ def cached_dls(caches, cfg, size: int, device=None, resident: bool | None = None
         kw = {"dl_type": WeightedCachedDL, "dl_kwargs": [{"wgts": sample_weights(first.labels[train])}, {}]}
     dls = dsets.dataloaders(
         bs=cfg.bs, device=device, stores=stores, labels=labels, **kw,
-        after_batch=[IntToFloatTensor(), ResizeBatch(size), *batch_augs(cfg, size, cached=True), norm_in_place()],
+        after_batch=[IntToFloatTensor(), ResizeBatch(test_size_for(size, test_scale(cfg))),
+                     *map(train_only, batch_augs(cfg, size, cached=True)), norm_in_place()],
     )
-    dls.cache = first
+    dls.cache, dls.test_scale = first, test_scale(cfg)
     return dls
+
+
+class TrainOnlyAffine(AffineCoordTfm):
+    """fastai's merged affine, left out of validation batches. fastai runs it on every split, where
+    its matrix is the identity and it only resamples the batch to the training size: that would undo
+    ResizeBatch's test size (and cost a grid_sample a batch). Training, and TTA's augmented passes
+    (split 0), get fastai's affine unchanged."""
+
+    def before_call(self, b, split_idx):
+        super().before_call(b, split_idx)
+        self.do = split_idx != 1
+
+
+def train_only(t):
+    """aug_transforms' merged affine (a Flip, Zoom... carrying all of them) as a TrainOnlyAffine."""
+    if not isinstance(t, AffineCoordTfm):
+        return t
+    return TrainOnlyAffine(aff_fs=t.aff_fs, coord_fs=t.coord_fs, size=t.size, mode=t.mode, pad_mode=t.pad_mode,
+                           mode_mask=t.mode_mask, align_corners=t.align_corners)
 
 
 def split_dl(dls, ds: Dataset, split: str):
@@ -351,17 +376,19 @@ def split_dl(dls, ds: Dataset, split: str):
     return dls.test_dl([it.path for it in ds.items if it.split == split], with_labels=True)
 
 
-def set_size(dls, size: int) -> None:
-    """Progressive resizing: every size-bearing transform of every loader to `size`, and the
-    cached loader to the cache stored for that size. Under DDP the loaders are fastai's
-    DistributedDL wrappers, whose batches go through the inner loader's transforms."""
+def set_size(dls, size: int, test: int | None = None) -> None:
+    """Progressive resizing: every training transform to `size`, every validation-only one to the
+    test size for it (`test`, or dls.test_scale's), and the cached loader to the cache stored for `size`
+    (which has room for that test size). Under DDP the loaders are fastai's DistributedDL
+    wrappers, whose batches go through the inner loader's transforms."""
+    test = test or test_size_for(size, getattr(dls, "test_scale", 1.0))
     for dl in map(unwrap_dl, dls.loaders):
         if getattr(dl, "stores", None) is not None:
             dl.stores.select(size)
         for pipe in (getattr(dl, "after_item", None), getattr(dl, "after_batch", None)):
             for t in getattr(pipe, "fs", []):
-                if isinstance(t, ResizeBatch):
-                    t.size = size
+                if isinstance(t, ResizeBatch) or (isinstance(t, Resize) and t.split_idx == 1):  # validation only
+                    t.size = test if isinstance(t, ResizeBatch) else (test, test)
                 elif isinstance(t, (AffineCoordTfm, Resize, RandomResizedCrop)) and t.size is not None:
                     t.size = (size, size)
 

@@ -59,7 +59,8 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
 
     run = Path(run)
     if getattr(learn.dls, "multi", False):
-        return evaluate_multi(learn, run, tta, log, figures, ds, which, split, size=cfg.size)
+        return evaluate_multi(learn, run, tta, log, figures, ds, which, split,
+                              size=cfg.test_size(getattr(learn, "cur_size", cfg.size)))
     if interp is None:
         interp = Interp.compute(learn, None if split == "val" else _split_loader(learn, ds, split))
     m = scores(learn, interp, cfg, tta)
@@ -96,7 +97,7 @@ def evaluate_multi(learn, run: Path, tta: bool, log, figures: bool, ds, which: s
     vocab = list(learn.dls.vocab)
     thresholds = choose_thresholds(probs, targs) if split == "val" else _validation_thresholds(run)
     m = metrics_multi(probs, targs, vocab, thresholds)
-    m.update(model=which, split=split, size=getattr(learn, "cur_size", size))
+    m.update(model=which, split=split, size=size)  # what validation saw
     if tta:
         tp, tt = learn.tta(dl=dl)
         t = metrics_multi(tp, tt, vocab, thresholds)
@@ -143,7 +144,10 @@ def scores(learn, interp, cfg, tta: bool) -> dict:
     m.update(confusion_entry(interp.confusion_matrix()))
     m["most_confused"] = [[str(a), str(p), int(n)] for a, p, n in interp.most_confused(min_val=1)[:20]]
     m["classes"] = vocab
-    m["size"] = getattr(learn, "cur_size", cfg.size)
+    trained = getattr(learn, "cur_size", cfg.size)
+    m["size"] = cfg.test_size(trained)  # what validation saw
+    if m["size"] != trained:
+        m["train_size"] = trained
     from . import calibration
 
     if calibration.available():  # the audit extra; without it, no calibration (said once, evaluate_learner)

@@ -77,7 +77,7 @@ class CamModel:
         cfg, meta = load_config(run)
         model = _alexnet(len(meta["classes"]), cfg.head_dropout)
         model.load_state_dict(torch_load(checkpoint_path(Path(run), which))["model"])
-        return cls(model, meta["classes"], cfg.size, cfg.resize)
+        return cls(model, meta["classes"], cfg.test_size(), cfg.resize)
 
     @classmethod
     def from_bundle(cls, bundle: str | Path) -> CamModel:

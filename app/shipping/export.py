@@ -191,7 +191,7 @@ def stock_dls(ds, cfg, vocab: list[str]):
     labels = MultiCategoryBlock(vocab=vocab) if ds.multi else CategoryBlock(vocab=vocab, sort=False)
     block = DataBlock.from_columns(
         blocks=(images, labels), splitter=RandomSplitter(0.5, seed=0),
-        item_tfms=resize_tfm(cfg, cfg.size), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
+        item_tfms=resize_tfm(cfg, cfg.test_size()), batch_tfms=[*batch_augs(cfg, cfg.size, cached=False), norm()],
     )
     ys = [[vocab[k] for k in i.labels] if ds.multi else vocab[i.label] for i in picks]
     dls = block.dataloaders(([str(i.path) for i in picks], ys), path=ds.root, bs=2, num_workers=0)
@@ -252,7 +252,7 @@ def write_bundle(model, run: Path, cfg, meta: dict, bundle: Path, ds, formats=("
     write_json(bundle / "model.json", info)
     mean, std = training_stats()
     shipped = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval() if ds.multi else model  # multi: probabilities out
-    ctx = Context(shipped, bundle, ds, cfg.size, cfg.resize, mean, std)
+    ctx = Context(shipped, bundle, ds, cfg.test_size(), cfg.resize, mean, std)
     info["formats"] = write_and_check(ctx, formats, log)
     info["onnx"]["max_abs_diff_vs_torch"] = info["formats"]["onnx"]["check"]["max_abs_dlogit"]
     for f in info["formats"].values():
@@ -278,7 +278,7 @@ def bundle_info(model, run: Path, cfg, meta: dict, n_keys: int, multi: bool = Fa
         "architecture": _architecture(model, len(classes), n_keys),
         "classes": classes,
         "synsets": meta.get("synsets") or classes,
-        "input": {"size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
+        "input": {"size": cfg.test_size(), "train_size": cfg.size, "channels": 3, "layout": "NCHW", "dtype": "float32",
                   "resize": RESIZE_WORDS[cfg.resize], "resize_method": cfg.resize, "scale": 1 / 255},
         "normalize": {"mean": mean, "std": std},
         "onnx": {"file": "model.onnx", "opset": ONNX_OPSET, "input": "input", "output": "logits",

@@ -240,8 +240,8 @@ REMEMBER_MAX_AGE_S = 7 * 86400  # a remembered measurement older than this is me
 SPOT_TOLERANCE = 0.25  # the spot check's rate may differ this much from the remembered one
 SPOT_ROUND_S = 0.5  # each spot round holds the batches of about this long (one at 128 px on a 2-core host)
 SPEED_FIELDS = ("command", "data", "labels", "layout", "label_delim", "balance", "resize", "body_layers", "size",
-                "progressive", "bs", "loader", "mixup", "channels_last", "precision", "compile", "workers", "device",
-                "freeze_epochs")  # the settings a run's img/s depends on
+                "progressive", "test_scale", "bs", "loader", "mixup", "channels_last", "precision", "compile",
+                "workers", "device", "freeze_epochs")  # the settings a run's img/s depends on
 
 
 def speeds_key(cfg: TrainConfig, device, n_classes: int) -> str:

@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
     "cpu-quick": dict(
         epochs=19, lr=1e-3, size=128, progressive="64:0.42,96:0.42", bs=64, head_dropout=0.1,
         loader="cached", label_smoothing=0.1, min_scale=0.6, max_rotate=5.0, max_warp=0.0, max_lighting=0.0,
-        pct_start=0.25, wd=0.01, valid_every=4,
+        pct_start=0.25, wd=0.01, valid_every=4, test_scale=1.25,
     ),
     # One modern GPU, random init: many short epochs at full resolution. lr 2e-3 is the CPU recipe's
     # 1e-3 at bs 64 scaled by sqrt(256 / 64) (linear scaling gives 4e-3, and 2.5e-3 at bs 64 already

@@ -73,7 +73,8 @@ def run_command(command: str, preset: str = "auto", weights: str | None = None, 
 
         console.print(f"[bold]{cfg.command}[/] " + escape(
             f"preset={cfg.preset} epochs={cfg.epochs} lr={cfg.lr:g} size={cfg.size}"
-            f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''} bs={cfg.bs} loader={cfg.loader} "
+            f"{f' (progressive {cfg.progressive})' if cfg.progressive else ''}"
+            f"{f' validated at {cfg.test_size()}' if cfg.test_size() != cfg.size else ''} bs={cfg.bs} loader={cfg.loader} "
             f"weights={cfg.weights}{' time=' + format(cfg.time, 'g') + ' min' if cfg.time else ''}"), highlight=False)
     return train(cfg, out=str(out) if out else None, weights=w, finish=finish, console=console, progress=progress,
                  ds=ds, track=track)

@@ -28,7 +28,7 @@ def test_bf16_speed_bench_interleaves_rounds_and_drops_the_warm_up(tmp_path):
     # the main job's recipe is what is timed: cpu-quick has no lighting transform, fastai's defaults have one
     assert res["recipe"] == "cpu-quick" and res["recipe_settings"]["max_lighting"] == 0.0
     ms = res["loader_ms_per_batch"]
-    assert {"gather", "IntToFloatTensor", "Flip", "NormalizeInPlace"} <= set(ms["recipe"]) and "Brightness" not in ms["recipe"]
+    assert {"gather", "IntToFloatTensor", "TrainOnlyAffine", "NormalizeInPlace"} <= set(ms["recipe"]) and "Brightness" not in ms["recipe"]
     assert "Brightness" in ms["fastai_default_augmentation"] and "ResizeBatch" not in ms["recipe"]  # validation only
     for prec in ("fp32", "bf16"):  # the loader's seconds inside each fit: a share, and only part of it
         assert all(0 < v < 1 for v in res["per_round"][prec]["loader_share"])

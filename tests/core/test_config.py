@@ -46,6 +46,33 @@ def test_train_config_keeps_its_interface():
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
 
 
+def _pools_drop(size: int) -> int:
+    """Rows of a feature map that one of torchvision AlexNet's max-pools leaves out at `size` px."""
+    import torch
+    import torchvision
+
+    x, dropped = torch.zeros(1, 3, size, size), 0
+    for layer in torchvision.models.alexnet().features:
+        n, x = x.shape[-1], layer(x)
+        if isinstance(layer, torch.nn.MaxPool2d):
+            dropped += n - (2 * x.shape[-1] + 1)  # kernel 3, stride 2: k outputs read 2k + 1 rows
+    return dropped
+
+
+def test_the_test_size_is_one_where_alexnets_pools_cover_the_image_inside_the_caches_room():
+    """The sizes a test size may take are those where torch's own AlexNet drops no row in any
+    max-pool (multiples of 32); 144 px, say, drops one: measured 1-2.5 points below 128 and 160."""
+    from app.core.config import test_size_for
+    from app.data.cache import stored_size
+
+    assert [s for s in range(64, 232, 8) if _pools_drop(s) == 0] == [64, 96, 128, 160, 192, 224]
+    assert [test_size_for(s, 1.25) for s in (64, 96, 100, 128, 160, 192, 256)] == [64, 96, 100, 160, 192, 224, 256]
+    assert [test_size_for(s, 1.0) for s in (64, 100, 128)] == [64, 100, 128]  # 1: the training size, as typed
+    for s in range(64, 300):
+        t = test_size_for(s, 1.25)
+        assert t == s or (s < t <= min(1.25 * s, stored_size(s)) and _pools_drop(t) == 0), (s, t)
+
+
 def test_a_config_json_written_before_still_reads(tmp_path):
     """Settings under their old names (ps, loader fast/fastai) and settings no longer known, as runs
     of earlier versions wrote them."""

@@ -175,3 +175,36 @@ def test_the_cached_loader_normalises_in_the_batchs_own_memory_with_imagenet_sta
     assert np.abs(out.numpy() - (raw.numpy() / 255 - mean) / std).max() < 1e-5
     back = IntToFloatTensor().decode(n[0].decode(out))  # what show_batch does
     assert (back - raw.long()).abs().max() <= 1  # fastai's decode truncates: within a grey level
+
+
+@pytest.mark.parametrize("loader", ["cached", "datablock"])
+def test_validation_sees_whole_images_at_the_test_size_while_training_keeps_its_own(tiny_data, loader):
+    """Issue 29 (--test-scale, FixRes): at every progressive size, training batches stay at the
+    training size and validation batches are the bundle's own preprocessing at the test size
+    (predict's load_square: 96 px stays 96, 128 px is validated at 160). fastai's affine, which on a
+    validation batch would only resample it back to the training size, leaves the cached loader's
+    validation batches alone; TTA's augmented passes (split 0) still get it."""
+    from app.data.loaders import item_paths, norm, set_size
+    from app.model.bundle import to_input
+
+    cfg = TrainConfig(data=str(tiny_data), size=128, progressive="96:0.5", bs=4, loader=loader, min_scale=0.6,
+                      test_scale=1.25, workers=0)
+    _, dls = make_dls(cfg, 96, torch.device("cpu"), log=lambda *_: None)
+    n = norm()
+    mean, std = n.mean.flatten().tolist(), n.std.flatten().tolist()
+    paths = item_paths(dls.valid)[:4]
+    for size, test in ((96, 96), (128, 160)):
+        set_size(dls, size)
+        assert dls.train.one_batch()[0].shape[-2:] == (size, size)
+        x = dls.valid.one_batch()[0].numpy()
+        want = to_input([load_square(p, test) for p in paths], mean, std)
+        assert x.shape == want.shape == (4, 3, test, test)
+        # 160 px: the cache stored at 160 (cached) or the file itself (datablock), so the same pixels; 96 px:
+        # the 128 px cache resized, within 3.5 grey levels (1/255 / std is about 0.018) on average, where
+        # another image of the set is more than ten times as far
+        assert np.abs(x - want).mean() < (1e-4 if test == 160 or loader == "datablock" else 0.06), (size, loader)
+        assert np.abs(x - np.roll(want, 1, axis=0)).mean() > 0.6
+    if loader == "cached":
+        with dls.valid.dataset.set_split_idx(0):  # what learn.tta does to the validation loader
+            a, b = dls.valid.one_batch()[0], dls.valid.one_batch()[0]
+        assert a.shape[-2:] == (128, 128) and not torch.equal(a, b)  # fastai's random affine, at the training size

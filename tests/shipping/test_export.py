@@ -279,3 +279,23 @@ def test_export_to_a_read_only_folder_is_one_line_before_loading(fitted, tmp_pat
     ro.mkdir()
     p = run_mounted(read_only(ro), "export", run, "--to", ro / "m.pkl")
     assert_one_line_error(p, 5, "read-only", str(ro))
+
+
+def test_a_run_validated_above_its_training_size_ships_at_that_size(tiny_data, tmp_path):
+    """Issue 29: cpu-quick at 128 px is scored at its test size, 160 px, and every shipped file takes
+    160 px images: the bundle's model.json and ONNX graph, and the learner pickle's own Resize."""
+    import onnx
+    from fastai.learner import load_learner
+    from fastai.vision.augment import Resize
+
+    run = tmp_path / "r128"
+    run_cli("fit-one-cycle", "--data", tiny_data, "--size", 128, "--progressive", "none", "--epochs", 1, "--bs", 8,
+            "--export", "--no-figures", "--out", run, check=True)
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["size"], m["train_size"]) == (160, 128)
+    meta = json.loads((run / "export" / "r128" / "model.json").read_text())
+    assert (meta["input"]["size"], meta["input"]["train_size"]) == (160, 128)
+    dims = onnx.load(str(run / "export" / "r128" / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [3, 160, 160]
+    learn = load_learner(run / "export" / "r128.pkl")
+    assert [tuple(t.size) for t in learn.dls.after_item.fs if isinstance(t, Resize)] == [(160, 160)]

@@ -47,6 +47,21 @@ def test_size_keeps_the_presets_resizing_ratios_and_sizes_are_checked_once():
         resolve("fit-one-cycle", "none", "none", progressive="64:0.6,96:0.6")
 
 
+def test_cpu_quick_validates_and_ships_at_a_quarter_above_its_training_size():
+    """Issue 29: cpu-quick trains on random-resized crops and is judged (and exported) on whole images
+    up to 1.25x larger, the decoded cache's room, at a size AlexNet's pools cover: 160 px for 128, and
+    96 and 64 stay (120 and 80 are no such size); a typed --test-scale wins and one past that room is
+    a one-line usage error."""
+    cfg = resolve("fit-one-cycle", "cpu-quick", "none")
+    assert (cfg.size, cfg.test_size(), cfg.test_size(96), cfg.test_size(64)) == (128, 160, 96, 64)
+    assert resolve("fit-one-cycle", "cpu-quick", "none", size=160).test_size() == 192
+    assert resolve("fit-one-cycle", "cpu-quick", "none", test_scale=1.0).test_size() == 128
+    assert resolve("fit-one-cycle", "fastai-default", "none").test_size() == 128  # the anchor keeps fastai's
+    for bad in (1.5, 0.8):
+        with pytest.raises(UsageError, match=f"--test-scale {bad:g} is out of range: from 1 to 1.25"):
+            resolve("fit-one-cycle", "cpu-quick", "none", test_scale=bad)
+
+
 def test_loader_names_and_old_runs():
     assert resolve("fit-one-cycle", "none", "none", loader="fast").loader == "cached"
     assert resolve("fit-one-cycle", "none", "none", loader="datablock").loader == "datablock"
