@@ -32,11 +32,12 @@ def run_test_sizes(run: Path, sizes: list[int] | None = None, log=print) -> dict
 
     learn, cfg, ds = load_run(run, log=lambda *_: None)
     sizes = sizes or test_sizes_for(cfg.size)
+    scored = Path(run) / "metrics.json"  # what the run's own evaluation said, when it made one
     res = {"what": "one run's model scored on its whole validation set at several test sizes (same weights)",
            "command": command_line(), "run": str(Path(run).resolve()), "device": device_info(pick_device(cfg.device,
            log=lambda *_: None)), "versions": versions(), "train_size": cfg.size, "run_test_size": cfg.test_size(),
-           "run_metrics_accuracy": (read_json(Path(run) / "metrics.json") or {}).get("accuracy")
-           if (Path(run) / "metrics.json").is_file() else None, "n": len(learn.dls.valid.items), "sizes": {}}
+           "run_metrics_accuracy": read_json(scored).get("accuracy") if scored.is_file() else None,
+           "n": len(learn.dls.valid.items), "sizes": {}}
     log(f"test sizes: {run} (trained at {cfg.size} px) on {res['n']} validation images at {', '.join(map(str, sizes))} px")
     for size in sizes:
         set_size(learn.dls, cfg.size, test=size)

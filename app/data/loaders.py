@@ -387,8 +387,10 @@ def set_size(dls, size: int, test: int | None = None) -> None:
             dl.stores.select(size)
         for pipe in (getattr(dl, "after_item", None), getattr(dl, "after_batch", None)):
             for t in getattr(pipe, "fs", []):
-                if isinstance(t, ResizeBatch) or (isinstance(t, Resize) and t.split_idx == 1):  # validation only
-                    t.size = test if isinstance(t, ResizeBatch) else (test, test)
+                if isinstance(t, ResizeBatch):  # validation only (cached loader)
+                    t.size = test
+                elif isinstance(t, Resize) and t.split_idx == 1:  # validation only (DataBlock loader)
+                    t.size = (test, test)
                 elif isinstance(t, (AffineCoordTfm, Resize, RandomResizedCrop)) and t.size is not None:
                     t.size = (size, size)
 

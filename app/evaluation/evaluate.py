@@ -59,8 +59,7 @@ def evaluate_learner(learn, run: Path, cfg, tta: bool = False, log=print, figure
 
     run = Path(run)
     if getattr(learn.dls, "multi", False):
-        return evaluate_multi(learn, run, tta, log, figures, ds, which, split,
-                              size=cfg.test_size(getattr(learn, "cur_size", cfg.size)))
+        return evaluate_multi(learn, run, tta, log, figures, ds, which, split, size=seen_size(learn, cfg)[1])
     if interp is None:
         interp = Interp.compute(learn, None if split == "val" else _split_loader(learn, ds, split))
     m = scores(learn, interp, cfg, tta)
@@ -136,6 +135,12 @@ def _split_loader(learn, ds, split: str):
     return split_dl(learn.dls, ds, split)
 
 
+def seen_size(learn, cfg) -> tuple[int, int]:
+    """(the size the model last trained at, the test size validation saw for it)."""
+    trained = getattr(learn, "cur_size", cfg.size)
+    return trained, cfg.test_size(trained)
+
+
 def scores(learn, interp, cfg, tta: bool) -> dict:
     """metrics.json's content: scikit-learn metrics, confusion, most confused, and TTA's metrics
     (computed from TTA's own predictions) when asked."""
@@ -144,8 +149,7 @@ def scores(learn, interp, cfg, tta: bool) -> dict:
     m.update(confusion_entry(interp.confusion_matrix()))
     m["most_confused"] = [[str(a), str(p), int(n)] for a, p, n in interp.most_confused(min_val=1)[:20]]
     m["classes"] = vocab
-    trained = getattr(learn, "cur_size", cfg.size)
-    m["size"] = cfg.test_size(trained)  # what validation saw
+    trained, m["size"] = seen_size(learn, cfg)
     if m["size"] != trained:
         m["train_size"] = trained
     from . import calibration
